@@ -27,7 +27,8 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
-def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                title: str | None = None) -> None:
     """A rich table on a terminal, tab-separated plain text otherwise."""
     if is_tty():
         from rich.console import Console
@@ -59,7 +60,6 @@ def progress(enabled: bool | None = None):
         enabled = sys.stderr.isatty()
     if not enabled:
         return None
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                               TransferSpeedColumn)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
     return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                     TransferSpeedColumn(), transient=True)

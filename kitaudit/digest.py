@@ -1,0 +1,57 @@
+"""Digest helpers: validation and streaming SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import BinaryIO
+
+from kitaudit.errors import DigestMismatch, KitauditError
+
+CHUNK = 1 << 20  # 1 MiB: large enough that hashing releases the GIL, small enough for flat memory
+
+_DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
+
+
+def is_digest(text: str) -> bool:
+    """True for a well-formed ``sha256:<64 hex>`` digest (the only algorithm we store)."""
+    return bool(_DIGEST_RE.match(text))
+
+
+def check_digest(text: str) -> str:
+    if not is_digest(text):
+        raise KitauditError(f"not a sha256 digest: {text[:80]!r}",
+                            fix="use the form sha256:<64 lowercase hex digits>")
+    return text
+
+
+def sha256_bytes(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path) -> tuple[str, int]:
+    """Digest and size of a file, read in chunks."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return "sha256:" + h.hexdigest(), size
+
+
+def verify_stream(fh: BinaryIO, expected: str, sink=None) -> int:
+    """Read ``fh`` to the end, optionally passing chunks to ``sink``, and check the digest."""
+    h = hashlib.sha256()
+    size = 0
+    while chunk := fh.read(CHUNK):
+        h.update(chunk)
+        size += len(chunk)
+        if sink is not None:
+            sink(chunk)
+    got = "sha256:" + h.hexdigest()
+    if got != expected:
+        raise DigestMismatch(f"content hashes to {got}, expected {expected}",
+                             fix="the blob is corrupt: remove it and fetch it again")
+    return size
