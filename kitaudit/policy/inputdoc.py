@@ -1,0 +1,230 @@
+"""The policy input document: the one contract between ``verify``/the crawler (which
+build it) and policies (which read it). Documented in ``docs/policy.md``.
+
+:func:`normalize_input` makes every documented key present with a value of the
+documented type, so that rules need no ``has()`` guards for them, converts ``now`` to a
+timestamp, and enforces the "verified facts only" rule as a second line of defence:
+
+* ``sbom`` content (everything except ``present``/``verified``) is cleared unless
+  ``sbom.verified`` is true;
+* ``signatures`` and ``attestations`` keep only entries whose ``verified`` is true.
+
+Unknown keys are kept (forward compatibility); a documented key with a value of the wrong
+type is a :class:`~kitaudit.errors.PolicyError` (``null`` means "not known" and becomes
+the default).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+from collections.abc import Mapping
+from typing import Any
+
+from kitaudit.errors import PolicyError
+
+INPUT_SCHEMA_VERSION = 1
+
+_CARD: dict[str, Any] = {
+    "approach": "", "task": "", "architecture_family": "", "architecture": "",
+    "intended_use": [], "users": [], "limitations": [], "tradeoffs": [],
+    "metrics": [], "fairness": [], "ethical_considerations": [], "energy": [],
+    "datasets": [],
+}
+_SBOM_MODEL: dict[str, Any] = {
+    "name": "", "version": "", "license": "", "purl": "", "hashes": {},
+    "card": _CARD,
+}
+_SBOM_CONTENT: dict[str, Any] = {
+    "digest": "", "spec_version": "", "signed_by": [], "matches_manifest": False,
+    "mismatches": [], "licenses": [], "model": _SBOM_MODEL, "datasets": [],
+    "ancestors": [], "completeness": {"score": 0.0, "missing": []},
+}
+
+#: The document with every documented key at its default ("nothing known").
+_DEFAULTS: dict[str, Any] = {
+    "schema_version": INPUT_SCHEMA_VERSION,
+    "reference": {"registry": "", "repository": "", "tag": "", "text": ""},
+    "digest": "",
+    "registry": {"host": "", "referrers_api": False},
+    "manifest": {
+        "mediaType": "", "artifactType": "",
+        "config": {"mediaType": "", "digest": "", "size": 0},
+        "annotations": {}, "layers": [],
+    },
+    "kitfile": {"package": {}, "datasets": [], "code": [], "docs": [], "prompts": []},
+    "sbom": {"present": False, "verified": False, **_SBOM_CONTENT},
+    "signatures": [],
+    "attestations": [],
+    "lineage": {"base_models": [], "depth": 0},
+    "params": {},
+    "now": "",
+}
+
+_SIGNER: dict[str, Any] = {"kind": "", "identity": "", "issuer": "", "key_id": ""}
+
+#: Defaults for the entries of documented lists (path with ``[]`` for "each item").
+_ITEM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "manifest.layers[]": {"mediaType": "", "digest": "", "size": 0, "kind": "", "path": "",
+                          "annotations": {}},
+    "sbom.signed_by[]": _SIGNER,
+    "sbom.model.card.metrics[]": {"type": "", "value": "", "slice": ""},
+    "sbom.datasets[]": {
+        "name": "", "version": "", "license": "", "hashes": {}, "classification": "",
+        "provenance": {"url": "", "source": ""},
+        "governance": {"owners": [], "custodians": [], "stewards": []},
+        "sensitive_data": [],
+    },
+    "sbom.ancestors[]": {"name": "", "version": "", "purl": "", "reference": "",
+                         "digest": "", "license": ""},
+    "signatures[]": {**_SIGNER, "verified": False, "predicate_type": "", "created": "",
+                     "source": ""},
+    "attestations[]": {**_SIGNER, "verified": False, "predicate_type": "", "digest": "",
+                       "created": "", "source": ""},
+    "lineage.base_models[]": {"reference": "", "digest": "", "signed": False,
+                              "verified": False, "identity": "", "issuer": "", "depth": 1},
+}
+
+# Keys whose value is free-form (no defaults/type checks inside).
+_FREE_FORM = {"manifest.annotations", "kitfile", "params", "sbom.model.hashes",
+              "sbom.datasets[].hashes", "manifest.layers[].annotations"}
+
+
+def empty_input() -> dict[str, Any]:
+    """A fresh document in which nothing is known (every key at its default)."""
+    return copy.deepcopy(_DEFAULTS)
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "map", list: "list", str: "string", bool: "bool", int: "int",
+            float: "double"}.get(type(value), type(value).__name__)
+
+
+def _plain(value: Any, path: str) -> Any:
+    """Copy ``value`` into plain JSON types that CEL accepts (tuples become lists)."""
+    if value is None or isinstance(value, bool | str | float):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise PolicyError(f"input document: {path}: map key {k!r} is not a string",
+                                  fix="input documents are JSON objects")
+            out[k] = _plain(v, f"{path}.{k}" if path else k)
+        return out
+    if isinstance(value, list | tuple):
+        return [_plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, _dt.datetime):
+        return _rfc3339(value)
+    raise PolicyError(f"input document: {path}: unsupported value of type "
+                      f"{type(value).__name__}", fix="input documents hold JSON values only")
+
+
+def _rfc3339(when: _dt.datetime) -> str:
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.UTC)
+    return when.astimezone(_dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(value: str | _dt.datetime | _dt.date, what: str = "time") -> _dt.datetime:
+    """An RFC 3339 timestamp (or date) as an aware UTC datetime; PolicyError if bad."""
+    if isinstance(value, _dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=_dt.UTC)
+    if isinstance(value, _dt.date):
+        return _dt.datetime(value.year, value.month, value.day, tzinfo=_dt.UTC)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if len(text) == 10:
+                return parse_time(_dt.date.fromisoformat(text))
+            return parse_time(_dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
+        except ValueError:
+            pass
+    raise PolicyError(f"{what}: {value!r} is not an RFC 3339 timestamp or YYYY-MM-DD date",
+                      fix="write e.g. 2026-12-31 or 2026-12-31T00:00:00Z")
+
+
+def _merge(default: Any, value: Any, path: str) -> Any:
+    if value is None:
+        return copy.deepcopy(default)
+    if path in _FREE_FORM:
+        if isinstance(default, dict) and not isinstance(value, dict):
+            raise PolicyError(f"input document: {path}: expected map, got {_type_name(value)}")
+        if isinstance(default, dict):
+            return {**copy.deepcopy(default), **value}
+        return value
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise PolicyError(f"input document: {path}: expected map, got {_type_name(value)}")
+        out = dict(value)
+        for key, dval in default.items():
+            out[key] = _merge(dval, value.get(key), f"{path}.{key}" if path else key)
+        return out
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise PolicyError(f"input document: {path}: expected list, got {_type_name(value)}")
+        item_default = _ITEM_DEFAULTS.get(f"{path}[]")
+        if item_default is None:
+            return value
+        return [_merge(item_default, item, f"{path}[]") for item in value]
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise PolicyError(f"input document: {path}: expected bool, got {_type_name(value)}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PolicyError(f"input document: {path}: expected number, "
+                              f"got {_type_name(value)}")
+        return float(value)
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PolicyError(f"input document: {path}: expected int, got {_type_name(value)}")
+        return value
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise PolicyError(f"input document: {path}: expected string, "
+                              f"got {_type_name(value)}")
+        return value
+    return value
+
+
+def normalize_input(doc: Mapping[str, Any], *, params: Mapping[str, Any] | None = None,
+                    now: _dt.datetime | str | None = None) -> dict[str, Any]:
+    """Return a complete, checked copy of ``doc`` ready for evaluation.
+
+    ``params`` replaces ``doc["params"]`` (evaluation sets the policy's params); ``now``
+    replaces ``doc["now"]``; when neither gives a time, the current UTC time is used.
+    ``now`` in the result is an aware ``datetime`` (a CEL timestamp).
+    """
+    if not isinstance(doc, Mapping):
+        raise PolicyError(f"input document: expected a JSON object, got {_type_name(doc)}")
+    plain = _plain(dict(doc), "")
+    version = plain.get("schema_version", INPUT_SCHEMA_VERSION)
+    if version != INPUT_SCHEMA_VERSION:
+        raise PolicyError(f"input document: schema_version {version!r} is not supported "
+                          f"(this kitaudit reads {INPUT_SCHEMA_VERSION})",
+                          fix="upgrade kitaudit or rebuild the document with this version")
+    raw_now = plain.pop("now", None)
+    if params is not None:
+        plain["params"] = _plain(dict(params), "params")
+    out = _merge(_DEFAULTS, plain, "")
+    sbom = out["sbom"]
+    if not sbom["verified"]:
+        # Content of an unverified ML-BOM never reaches a policy.
+        for key, dval in _SBOM_CONTENT.items():
+            sbom[key] = copy.deepcopy(dval)
+    out["signatures"] = [s for s in out["signatures"] if s["verified"] is True]
+    out["attestations"] = [a for a in out["attestations"] if a["verified"] is True]
+    when = now if now is not None else (raw_now or None)
+    out["now"] = parse_time(when, "input document: now") if when else _dt.datetime.now(_dt.UTC)
+    return out
+
+
+def to_json_document(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """``doc`` with ``now`` as an RFC 3339 string (for writing the document as JSON)."""
+    out = dict(doc)
+    if isinstance(out.get("now"), _dt.datetime):
+        out["now"] = _rfc3339(out["now"])
+    return out
