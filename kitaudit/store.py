@@ -136,8 +136,6 @@ class BlobWriter:
             assert self.digest is not None
             return self.digest
         self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
         digest = "sha256:" + self._hash.hexdigest()
         problem = None
         if self.expected_digest and digest != self.expected_digest:
@@ -145,10 +143,19 @@ class BlobWriter:
         elif self.expected_size is not None and self.size != self.expected_size:
             problem = f"got {self.size} bytes, expected {self.expected_size}"
         if problem:
+            self._fh.close()
             self._discard()
             raise DigestMismatch(f"blob rejected: {problem}",
                                  fix="nothing was stored; fetch or build it again")
         target = self._store.blob_path(digest)
+        if target.is_file() and target.stat().st_size == self.size:
+            # Already stored (same digest): keep the existing blob, drop ours.
+            self._fh.close()
+            self._discard()
+            self.digest = digest
+            return digest
+        os.fsync(self._fh.fileno())
+        self._fh.close()
         os.replace(self.path, target)
         _fsync_dir(target.parent)
         self._done = True

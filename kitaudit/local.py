@@ -1,0 +1,100 @@
+"""Operations on the local store behind ``list``, ``inspect``, ``info``, ``tag``,
+``remove`` and ``diff``. Each returns plain data; the CLI only prints it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kitaudit import mediatypes as mt
+from kitaudit.errors import KitauditError, UsageError
+from kitaudit.modelkit import is_modelkit, load_from_store
+
+
+def full_ref(text: str) -> str:
+    """Canonical ``registry/repository:tag`` (or ``@digest``) for user input."""
+    from kitaudit import reference
+
+    if text.startswith("sha256:"):
+        return text
+    return str(reference.parse_for_command(text))
+
+
+def list_modelkits(store: Any, repository: str | None = None) -> list[dict[str, Any]]:
+    """One row per tag: repository, tag, maintainer, name, size, digest."""
+    from kitaudit import reference
+
+    repo_filter = None
+    if repository:
+        ref, _ = reference.parse(repository)
+        repo_filter = ref.name
+    rows: list[dict[str, Any]] = []
+    for name, desc in store.list_tags(repo_filter):
+        repo, tag = name.rsplit(":", 1)
+        row: dict[str, Any] = {"repository": repo, "tag": tag, "digest": desc["digest"],
+                               "maintainer": "", "name": "", "size": 0, "modelkit": False}
+        try:
+            _d, manifest, _raw = store.get_manifest(desc["digest"])
+        except KitauditError as err:
+            row["error"] = str(err)
+            rows.append(row)
+            continue
+        row["size"] = sum(int(x.get("size", 0)) for x in
+                          [manifest.get("config") or {}, *(manifest.get("layers") or [])])
+        if is_modelkit(manifest):
+            row["modelkit"] = True
+            try:
+                kit = load_from_store(store, desc["digest"])
+                pkg = kit.kitfile.package
+                if pkg is not None:
+                    row["name"] = pkg.name or ""
+                    row["maintainer"] = ", ".join(pkg.authors or [])
+            except KitauditError as err:
+                row["error"] = str(err)
+        rows.append(row)
+    return rows
+
+
+def inspect(store: Any, ref: str) -> dict[str, Any]:
+    """kit's ``inspect``: digest, cliVersion, Kitfile and manifest."""
+    kit = load_from_store(store, full_ref(ref))
+    return {"digest": kit.digest,
+            "cliVersion": (kit.manifest.get("annotations") or {}).get(mt.ANN_CLI_VERSION, ""),
+            "kitfile": kit.kitfile.to_dict(), "manifest": kit.manifest}
+
+
+def info(store: Any, ref: str) -> Any:
+    """The Kitfile of a stored ModelKit."""
+    return load_from_store(store, full_ref(ref)).kitfile
+
+
+def tag(store: Any, source: str, dest: str) -> str:
+    """Add tag ``dest`` to what ``source`` points at. ``dest`` may be a bare tag (kit's
+    short form ``tag NEWTAG REF`` is handled by the CLI)."""
+    src = full_ref(source)
+    desc = store.resolve(src)
+    from kitaudit import reference
+
+    ref, extra = reference.parse(dest)
+    if ref.digest:
+        raise UsageError(f"cannot tag with a digest: {dest}", fix="give registry/repo:tag")
+    names = [f"{ref.registry}/{ref.repository}:{t}" for t in [ref.tag or "latest", *extra]]
+    for name in names:
+        store.tag(name, desc["digest"])
+    return desc["digest"]
+
+
+def remove(store: Any, ref: str | None, *, all_: bool = False, force: bool = False) -> list[str]:
+    if all_:
+        return store.remove_all(force=force)
+    if not ref:
+        raise UsageError("nothing to remove", fix="give a reference or --all")
+    return store.remove(full_ref(ref), force=force)
+
+
+def diff(store: Any, a: str, b: str) -> dict[str, Any]:
+    """Compare two stored ModelKits (kit's ``diff``)."""
+    from kitaudit import diff as diffmod
+
+    _da, ma, _ra = store.get_manifest(full_ref(a))
+    _db, mb, _rb = store.get_manifest(full_ref(b))
+    return diffmod.compare_manifests(ma, mb).to_dict()
