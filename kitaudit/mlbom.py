@@ -26,7 +26,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import posixpath
 import re
 import uuid
 import warnings
@@ -45,12 +44,19 @@ __all__ = [
     "FileFacts",
     "Finding",
     "LayerFacts",
+    "StoredMlbom",
+    "attach_to_pack",
     "bom_serial_number",
     "build_mlbom",
     "check",
     "completeness",
+    "context_model_card",
+    "convert_spec",
     "facts",
+    "load_mlbom",
     "oci_purl",
+    "pack_layer_facts",
+    "store_mlbom",
     "validate",
 ]
 
@@ -140,8 +146,9 @@ def _as_dict(kitfile: Any) -> dict[str, Any]:
 
 
 def _clean_path(path: str) -> str:
-    p = posixpath.normpath(path.replace("\\", "/")) if path else "."
-    return "." if p in ("", ".") else p.lstrip("/") if not p.startswith("..") else p
+    from kitaudit.kitfile import clean_path
+
+    return clean_path(path or "")
 
 
 def _hex(digest: str | None) -> str | None:
@@ -665,9 +672,9 @@ def build_mlbom(kitfile: Any, *, manifest_digest: str | None, layers: Sequence[L
 
 
 def _is_reference(text: str) -> bool:
-    from kitaudit.reference import is_reference
+    from kitaudit.kitfile import is_modelkit_reference
 
-    return is_reference(text)
+    return is_modelkit_reference(text)
 
 
 def _index_components(components: list[dict[str, Any]], index: dict[str, dict[str, Any]]) -> None:
@@ -1061,3 +1068,230 @@ def check(bom: dict[str, Any]) -> list[Finding]:
                 f"{len(data_comps)} dataset(s) hashed and licensed",
                 "components[type=data].hashes/licenses/data[].contents")
     return out
+
+
+# --------------------------------------------------------------------------- storage
+
+@dataclass(frozen=True)
+class StoredMlbom:
+    """An ML-BOM read back from a store or registry (bytes exactly as stored)."""
+
+    subject: str           # manifest digest of the ModelKit
+    referrer: str          # digest of the referrer manifest
+    digest: str            # digest of the BOM blob
+    bom: bytes
+    source: str            # local | remote
+
+    def json(self) -> dict[str, Any]:
+        doc = json.loads(self.bom)
+        if not isinstance(doc, dict):
+            raise KitauditError(f"ML-BOM {self.digest} is not a JSON object")
+        return doc
+
+
+def _parse_created(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def store_mlbom(store: Any, subject: dict[str, Any], bom: bytes, *,
+                created: str | None = None) -> str:
+    """Store ``bom`` as a referrer of ``subject`` (a manifest descriptor: mediaType,
+    digest, size) with artifactType ``application/vnd.cyclonedx+json``; returns the
+    referrer manifest digest. Storing the same BOM twice is a no-op."""
+    from kitaudit import mediatypes as mt
+    from kitaudit import referrers
+
+    blob_digest = store.put_blob(bom)
+    layer = {"mediaType": mt.CYCLONEDX_JSON, "digest": blob_digest, "size": len(bom)}
+    annotations = {mt.ANN_CREATED: created} if created else None
+    raw = referrers.referrer_manifest(subject, mt.CYCLONEDX_JSON, [layer],
+                                      annotations=annotations)
+    return referrers.attach_local(store, raw)
+
+
+def pack_layer_facts(packed_layers: Iterable[Any]) -> list[LayerFacts]:
+    """LayerFacts from pack's ``PackedLayer(kind, path, result: LayerResult)`` list."""
+    out = []
+    for pl in packed_layers:
+        desc = pl.result.descriptor
+        out.append(LayerFacts(
+            kind=pl.kind, path=pl.path, media_type=desc["mediaType"], digest=desc["digest"],
+            diff_id=pl.result.diff_id, size=int(desc["size"]),
+            files=[FileFacts(f.path, f.sha256, f.size) for f in pl.result.files or []]))
+    return out
+
+
+def context_model_card(kitfile: Any, context: str | os.PathLike[str],
+                       model_card: str | os.PathLike[str] | None = None) -> ModelCard | None:
+    """The model card pack uses: ``model_card`` if given (malformed front matter is an
+    error), else the one :func:`kitaudit.modelcard.find_model_card` finds (problems are
+    logged as warnings and the card's other facts kept)."""
+    import logging
+    from pathlib import Path
+
+    from kitaudit.modelcard import ModelCardError, find_model_card, load_model_card
+
+    log = logging.getLogger("kitaudit.mlbom")
+    root = Path(context).resolve()
+
+    def rel(p: Path) -> str | None:
+        p = p.resolve()
+        return p.relative_to(root).as_posix() if root in p.parents else None
+
+    if model_card is not None:
+        path = Path(model_card)
+        card = load_model_card(path, source=rel(path), strict=True)
+    else:
+        found = find_model_card(kitfile, root)
+        if found is None:
+            return None
+        try:
+            card = load_model_card(found, source=rel(found), strict=False)
+        except ModelCardError as err:
+            log.warning("ignoring model card: %s", err)
+            return None
+    for warning in card.warnings:
+        log.warning("%s", warning)
+    return None if card.is_empty() and not card.source else card
+
+
+def attach_to_pack(store: Any, result: Any, *, spec: str = "1.6",
+                   context: str | os.PathLike[str] = ".",
+                   model_card: str | os.PathLike[str] | None = None) -> str:
+    """Build the ML-BOM from a :class:`kitaudit.pack.PackResult` (pack's single read
+    pass: no file is read again, except the model card) and store it as a referrer of
+    the manifest. Returns the referrer manifest digest."""
+    from kitaudit import mediatypes as mt
+
+    card = context_model_card(result.kitfile, context, model_card)
+    created = (result.manifest.get("annotations") or {}).get(mt.ANN_CREATED)
+    bom = build_mlbom(result.kitfile, manifest_digest=result.digest,
+                      layers=pack_layer_facts(result.layers),
+                      reference=result.tags[0] if result.tags else None,
+                      ancestors=result.ancestors, model_card=card, spec=spec,
+                      created=_parse_created(created))
+    subject = {"mediaType": result.manifest.get("mediaType") or mt.OCI_MANIFEST,
+               "digest": result.digest, "size": len(result.manifest_bytes)}
+    return store_mlbom(store, subject, bom, created=created)
+
+
+def _pick(found: list[tuple[dict[str, Any], str, bytes]], spec: str | None
+          ) -> tuple[dict[str, Any], str, bytes]:
+    if spec:
+        for item in reversed(found):
+            try:
+                if str(json.loads(item[2]).get("specVersion")) == spec:
+                    return item
+            except (ValueError, AttributeError):
+                continue
+    return found[-1]
+
+
+def _referrer_layer(raw: bytes, referrer: str) -> dict[str, Any]:
+    from kitaudit import mediatypes as mt
+
+    try:
+        man = json.loads(raw)
+        layers = [layer for layer in man.get("layers") or []
+                  if layer.get("mediaType") == mt.CYCLONEDX_JSON] or man.get("layers") or []
+        layer = layers[0]
+        _ = layer["digest"]
+    except (ValueError, AttributeError, IndexError, KeyError, TypeError):
+        raise KitauditError(f"SBOM referrer {referrer} has no CycloneDX layer",
+                            fix="re-create it with `kitaudit pack`") from None
+    return layer
+
+
+def load_mlbom(ref: str, *, store: Any = None, remote: bool = False, spec: str | None = None,
+               **net: Any) -> StoredMlbom:
+    """The ML-BOM attached to ``ref``: from the local store, or (``remote=True``, or
+    when ``ref`` names another registry and is not in the store) from the registry via
+    the referrers API or fallback tag. With ``spec``, prefer a BOM of that version.
+    Raises :class:`NotFound` when the ModelKit has no ML-BOM."""
+    from kitaudit import mediatypes as mt
+    from kitaudit.digest import sha256_bytes
+    from kitaudit.errors import DigestMismatch, NotFound
+    from kitaudit.reference import parse_for_command
+
+    parsed = parse_for_command(ref)
+    if not remote:
+        from kitaudit.store import default_store
+
+        store = store or default_store()
+        name = str(parsed) if parsed.digest is None else parsed.digest
+        try:
+            desc = store.resolve(name)
+        except NotFound:
+            if parsed.registry == "localhost":
+                raise
+            remote = True
+        else:
+            subject = desc["digest"]
+            found = []
+            for rdesc in store.referrers(subject, mt.CYCLONEDX_JSON):
+                raw = store.read_blob(rdesc["digest"])
+                layer = _referrer_layer(raw, rdesc["digest"])
+                found.append((layer, rdesc["digest"], store.read_blob(layer["digest"])))
+            if not found:
+                raise NotFound(f"{ref} has no ML-BOM in the local store",
+                               fix="pack it again without --no-sbom, or pull it with its "
+                                   "referrers")
+            layer, referrer, bom = _pick(found, spec)
+            return StoredMlbom(subject, referrer, layer["digest"], bom, "local")
+
+    from kitaudit import referrers
+    from kitaudit.registry.transfer import _net, open_client
+
+    subject, descs = referrers.list_remote_referrers(parsed, mt.CYCLONEDX_JSON, **net)
+    if not descs:
+        raise NotFound(f"{ref} has no ML-BOM referrer on {parsed.registry}",
+                       fix="attach one by pushing a ModelKit packed with kitaudit")
+    found = []
+    with open_client(parsed.registry, _net(net)) as client:
+        for rdesc in descs:
+            man = client.get_manifest(parsed.repository, rdesc["digest"])
+            raw = man.raw
+            layer = _referrer_layer(raw, rdesc["digest"])
+            data = client.get_blob_bytes(parsed.repository, layer["digest"])
+            if sha256_bytes(data) != layer["digest"]:
+                raise DigestMismatch(f"ML-BOM blob {layer['digest']} from {parsed.registry} "
+                                     "does not match its digest")
+            found.append((layer, rdesc["digest"], data))
+    layer, referrer, bom = _pick(found, spec)
+    return StoredMlbom(subject, referrer, layer["digest"], bom, "remote")
+
+
+def convert_spec(bom: bytes, spec: str) -> bytes:
+    """Re-label a kitaudit ML-BOM as CycloneDX ``spec`` (1.6 ⇄ 1.7).
+
+    kitaudit writes the same content for both versions, so only ``specVersion`` and
+    ``$schema`` change. BOMs made by other tools are refused (their content may use
+    fields the other version lacks). Returns ``bom`` unchanged when it already is ``spec``.
+    """
+    if spec not in SPEC_VERSIONS:
+        raise UsageError(f"unsupported CycloneDX version {spec!r}",
+                         fix="use --spec 1.6 or --spec 1.7")
+    try:
+        doc = json.loads(bom)
+    except ValueError:
+        raise KitauditError("the ML-BOM is not JSON") from None
+    if not isinstance(doc, dict):
+        raise KitauditError("the ML-BOM is not a JSON object")
+    if str(doc.get("specVersion")) == spec:
+        return bom
+    tools = ((doc.get("metadata") or {}).get("tools") or {})
+    names = [c.get("name") for c in (tools.get("components") or [] if isinstance(tools, dict)
+                                     else tools) if isinstance(c, dict)]
+    if "kitaudit" not in names or str(doc.get("specVersion")) not in SPEC_VERSIONS:
+        raise UsageError(f"this ML-BOM is CycloneDX {doc.get('specVersion')} and was not "
+                         "made by kitaudit; it cannot be relabelled",
+                         fix="export it as stored (without --spec)")
+    doc["specVersion"] = spec
+    doc["$schema"] = f"http://cyclonedx.org/schema/bom-{spec}.schema.json"
+    return json.dumps(doc, sort_keys=True, ensure_ascii=False,
+                      separators=(",", ":")).encode("utf-8")
