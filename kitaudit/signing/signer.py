@@ -120,6 +120,9 @@ def sign_modelkit(manifest_digest: str, subject_descriptor: dict[str, Any], *,
     if signature_format not in ("bundle", "legacy"):
         raise SigningError(f"unknown signature format {signature_format!r}",
                            fix="use --signature-format bundle or legacy")
+    if signature_format == "legacy" and not docker_reference:
+        raise SigningError("the legacy signature format needs the image reference",
+                           fix="sign a tagged reference (registry/repository:tag)")
     if subject_descriptor.get("digest") != manifest_digest:
         raise SigningError("subject descriptor digest does not match the manifest digest")
     try:
@@ -138,9 +141,7 @@ def sign_modelkit(manifest_digest: str, subject_descriptor: dict[str, Any], *,
     legacy_sig = None
     payload = b""
     if signature_format == "legacy":
-        if not docker_reference:
-            raise SigningError("the legacy signature format needs the image reference",
-                               fix="sign a tagged reference (registry/repository:tag)")
+        assert docker_reference
         payload = _cosign.simplesigning_payload(docker_reference, manifest_digest)
         legacy_sig = signer.sign_payload(payload)
 
