@@ -17,6 +17,11 @@ class LineDict(dict):
     """A dict that knows its 1-based line in the source file (0 if unknown)."""
 
     line: int = 0
+    key_lines: dict[Any, int] | None = None
+
+    def line_of(self, key: Any) -> int:
+        """The line of ``key``'s value (the mapping's line if unknown)."""
+        return (self.key_lines or {}).get(key, self.line)
 
 
 class _Loader(yaml.SafeLoader):
@@ -27,6 +32,7 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
     loader.flatten_mapping(node)
     out = LineDict()
     out.line = node.start_mark.line + 1
+    out.key_lines = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         try:
@@ -38,9 +44,15 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark)
         out[key] = loader.construct_object(value_node, deep=True)
+        out.key_lines[key] = key_node.start_mark.line + 1
     return out
 
 
+# Dates stay strings (parsed by the code that reads them, with a clear error).
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
@@ -56,6 +68,8 @@ def loads(text: str, source: str) -> Any:
                           fix="fix the YAML syntax (check indentation and quoting)")
     except RecursionError:
         raise PolicyError(f"{source}: not valid YAML: nested too deeply")
+    except (ValueError, TypeError, OverflowError) as err:
+        raise PolicyError(f"{source}: not valid YAML: {err}")
 
 
 def read_text(path: str | Path) -> str:

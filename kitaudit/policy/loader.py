@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,26 +43,57 @@ _REQUIRED_RULE_KEYS = ("id", "description", "severity", "expression")
 _CONTROL_KEYS = {"framework", "ref"}
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One problem in a policy, waivers or test file.
+
+    ``severity`` is ``error`` (the file cannot be used) or ``warning`` (lint only).
+    ``column`` is the 1-based position within a CEL expression (``line`` is the file line).
+    """
+
+    source: str
+    message: str
+    line: int = 0
+    rule: str | None = None
+    field: str | None = None
+    column: int = 0
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        parts = [f"{self.source}:{self.line}" if self.line else self.source]
+        if self.rule:
+            parts.append(f"rule '{self.rule}'" if not self.rule.startswith(("rules[",
+                                                                            "waivers["))
+                         else self.rule)
+        if self.field:
+            parts.append(f"field '{self.field}'")
+        parts.append(self.message)
+        return ": ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.source, "line": self.line, "rule": self.rule,
+                "field": self.field, "column": self.column, "severity": self.severity,
+                "message": self.message}
+
+
 class PolicyFileError(PolicyError):
     """One or more problems in policy files; ``problems`` lists each one."""
 
-    def __init__(self, problems: list[str], *, fix: str | None = None) -> None:
+    def __init__(self, problems: Sequence[Problem | str], *, fix: str | None = None) -> None:
         self.problems = list(problems)
-        if len(problems) == 1:
-            msg = problems[0]
+        texts = [str(p) for p in self.problems]
+        if len(texts) == 1:
+            msg = texts[0]
         else:
-            msg = f"{len(problems)} problems: " + "; ".join(problems)
+            msg = f"{len(texts)} problems: " + "; ".join(texts)
         super().__init__(msg, fix=fix or "fix the policy file (see docs/policy.md); "
                                           "`kitaudit policy lint FILE` lists every problem")
 
 
-def _line(obj: Any) -> int:
+def _line(obj: Any, key: str | None = None) -> int:
+    if key is not None and hasattr(obj, "line_of"):
+        return obj.line_of(key)
     return getattr(obj, "line", 0)
-
-
-def _where(source: str, obj: Any) -> str:
-    line = _line(obj)
-    return f"{source}:{line}" if line else source
 
 
 def _is_json_value(value: Any, depth: int = 0) -> bool:
@@ -77,87 +109,89 @@ def _is_json_value(value: Any, depth: int = 0) -> bool:
     return False
 
 
-def _text(rule: Mapping[str, Any], key: str, problems: list[str], where: str,
-          *, required: bool) -> str:
-    value = rule.get(key)
+class _Sink:
+    """Collects problems for one rule (or the policy's top level)."""
+
+    def __init__(self, source: str, raw: Any, rule: str | None,
+                 problems: list[Problem]) -> None:
+        self.source, self.raw, self.rule, self.problems = source, raw, rule, problems
+
+    def add(self, field: str | None, message: str, *, column: int = 0,
+            key: str | None = None, severity: str = "error") -> None:
+        line = _line(self.raw, key if key is not None else field)
+        self.problems.append(Problem(self.source, message, line, self.rule, field, column,
+                                     severity))
+
+
+def _text(raw: Mapping[str, Any], key: str, sink: _Sink, *, required: bool) -> str:
+    value = raw.get(key)
     if value is None:
         if required:
-            problems.append(f"{where}: field '{key}': missing")
+            sink.add(key, "missing")
         return ""
     if not isinstance(value, str) or (required and not value.strip()):
-        problems.append(f"{where}: field '{key}': must be a non-empty string")
+        sink.add(key, "must be a non-empty string")
         return ""
     return value
 
 
-def _check_rule(raw: Any, index: int, source: str, problems: list[str],
+def _check_rule(raw: Any, index: int, source: str, problems: list[Problem],
                 compile_expressions: bool) -> Rule | None:
     if not isinstance(raw, dict):
-        problems.append(f"{source}: rules[{index}]: must be a mapping")
+        problems.append(Problem(source, "must be a mapping", 0, f"rules[{index}]"))
         return None
     rid = raw.get("id")
-    label = f"rule '{rid}'" if isinstance(rid, str) and rid else f"rules[{index}]"
-    where = f"{_where(source, raw)}: {label}"
+    label = rid if isinstance(rid, str) and rid else f"rules[{index}]"
+    sink = _Sink(source, raw, label, problems)
     before = len(problems)
     for key in raw:
         if key not in _RULE_KEYS:
-            problems.append(f"{where}: field '{key}': unknown field "
-                            f"(allowed: {', '.join(sorted(_RULE_KEYS))})")
+            sink.add(str(key), f"unknown field (allowed: {', '.join(sorted(_RULE_KEYS))})",
+                     key=key)
     if rid is None:
-        problems.append(f"{where}: field 'id': missing")
+        sink.add("id", "missing")
     elif not isinstance(rid, str) or not NAME_RE.match(rid):
-        problems.append(f"{where}: field 'id': must match [a-z0-9][a-z0-9._-]* "
-                        f"(got {rid!r})")
-    description = _text(raw, "description", problems, where, required=True)
-    expression = _text(raw, "expression", problems, where, required=True)
-    remediation = _text(raw, "remediation", problems, where, required=False)
+        sink.add("id", f"must match [a-z0-9][a-z0-9._-]* (got {rid!r})")
+    description = _text(raw, "description", sink, required=True)
+    expression = _text(raw, "expression", sink, required=True)
+    remediation = _text(raw, "remediation", sink, required=False)
     message = raw.get("message")
     if message is not None and (not isinstance(message, str) or not message.strip()):
-        problems.append(f"{where}: field 'message': must be a CEL expression string")
+        sink.add("message", "must be a CEL expression string")
         message = None
     severity = raw.get("severity")
     if severity is None:
-        problems.append(f"{where}: field 'severity': missing")
+        sink.add("severity", "missing")
     elif severity not in SEVERITIES:
-        problems.append(f"{where}: field 'severity': must be deny or warn (got {severity!r})")
+        sink.add("severity", f"must be deny or warn (got {severity!r})")
     controls: list[Control] = []
     raw_controls = raw.get("controls", [])
     if raw_controls is None:
         raw_controls = []
     if not isinstance(raw_controls, list):
-        problems.append(f"{where}: field 'controls': must be a list")
+        sink.add("controls", "must be a list")
     else:
         for i, c in enumerate(raw_controls):
-            cw = f"{where}: field 'controls[{i}]'"
+            name = f"controls[{i}]"
             if not isinstance(c, dict):
-                problems.append(f"{cw}: must be a mapping with framework and ref")
+                sink.add(name, "must be a mapping with framework and ref", key="controls")
                 continue
             unknown = set(c) - _CONTROL_KEYS
             if unknown:
-                problems.append(f"{cw}: unknown field {sorted(map(str, unknown))[0]!r}")
+                sink.add(name, f"unknown field {sorted(map(str, unknown))[0]!r}",
+                         key="controls")
             fw, ref = c.get("framework"), c.get("ref")
             if fw not in FRAMEWORKS:
-                problems.append(f"{cw}: framework must be one of {', '.join(FRAMEWORKS)} "
-                                f"(got {fw!r})")
+                sink.add(name, f"framework must be one of {', '.join(FRAMEWORKS)} "
+                         f"(got {fw!r})", key="controls")
             if not isinstance(ref, str) or not ref.strip():
-                problems.append(f"{cw}: ref must be a non-empty string")
+                sink.add(name, "ref must be a non-empty string", key="controls")
             if fw in FRAMEWORKS and isinstance(ref, str) and ref.strip():
                 controls.append(Control(fw, ref.strip()))
     if compile_expressions:
         for field_name, text in (("expression", expression), ("message", message)):
-            if not text:
-                continue
-            try:
-                program = engine().compile(text)
-            except CelCompileError as err:
-                for issue in err.issues:
-                    problems.append(f"{where}: field '{field_name}': CEL error at "
-                                    f"{issue.line}:{issue.column}: {issue.message}")
-                continue
-            want = "bool" if field_name == "expression" else "string"
-            if program.result_type not in (want, "dyn"):
-                problems.append(f"{where}: field '{field_name}': must give a {want}, "
-                                f"gives {program.result_type}")
+            if text:
+                _check_cel(text, field_name, sink)
     if len(problems) != before:
         return None
     return Rule(id=rid, description=description, severity=severity, expression=expression,
@@ -165,41 +199,54 @@ def _check_rule(raw: Any, index: int, source: str, problems: list[str],
                 line=_line(raw))
 
 
-def check_policy_data(data: Any, source: str, *,
-                      compile_expressions: bool = True) -> tuple[Policy | None, list[str]]:
+def _check_cel(text: str, field_name: str, sink: _Sink) -> None:
+    try:
+        program = engine().compile(text)
+    except CelCompileError as err:
+        for issue in err.issues:
+            sink.add(field_name, f"CEL error at {issue.line}:{issue.column}: {issue.message}",
+                     column=issue.column)
+        return
+    want = "bool" if field_name == "expression" else "string"
+    if program.result_type not in (want, "dyn"):
+        sink.add(field_name, f"must give a {want}, gives {program.result_type}")
+
+
+def check_policy_data(data: Any, source: str, *, compile_expressions: bool = True,
+                      ) -> tuple[Policy | None, list[Problem]]:
     """Validate parsed YAML; return the policy (None if any problem) and the problems."""
-    problems: list[str] = []
+    problems: list[Problem] = []
     if not isinstance(data, dict):
-        return None, [f"{source}: a policy file must be a mapping with name and rules"]
-    top = _where(source, data)
+        return None, [Problem(source, "a policy file must be a mapping with name and rules")]
+    top = _Sink(source, data, None, problems)
     for key in data:
         if key not in _POLICY_KEYS:
-            problems.append(f"{top}: field '{key}': unknown field "
-                            f"(allowed: {', '.join(sorted(_POLICY_KEYS))})")
+            top.add(str(key), f"unknown field (allowed: {', '.join(sorted(_POLICY_KEYS))})",
+                    key=key)
     version = data.get("version", 1)
     if version != 1 or isinstance(version, bool):
-        problems.append(f"{top}: field 'version': only version 1 is supported")
+        top.add("version", "only version 1 is supported")
     name = data.get("name")
     if not isinstance(name, str) or not NAME_RE.match(name):
-        problems.append(f"{top}: field 'name': missing or not [a-z0-9][a-z0-9._-]*")
+        top.add("name", "missing or not [a-z0-9][a-z0-9._-]*")
     description = data.get("description", "") or ""
     if not isinstance(description, str):
-        problems.append(f"{top}: field 'description': must be a string")
+        top.add("description", "must be a string")
         description = ""
     params = data.get("params", {}) or {}
     if not isinstance(params, dict):
-        problems.append(f"{top}: field 'params': must be a mapping")
+        top.add("params", "must be a mapping")
         params = {}
     for key, value in params.items():
         if not isinstance(key, str) or not PARAM_RE.match(key):
-            problems.append(f"{top}: params: name {key!r} must match [a-z_][a-z0-9_]*")
+            top.add("params", f"name {key!r} must match [a-z_][a-z0-9_]*")
         elif not _is_json_value(value):
-            problems.append(f"{top}: params: '{key}' must be a JSON value "
-                            "(string, number, bool, list or mapping)")
+            top.add("params", f"'{key}' must be a JSON value (string, number, bool, "
+                    "list or mapping)")
     rules_raw = data.get("rules")
     rules: list[Rule] = []
     if not isinstance(rules_raw, list) or not rules_raw:
-        problems.append(f"{top}: field 'rules': missing or empty (a list of rules)")
+        top.add("rules", "missing or empty (a list of rules)")
     else:
         seen: dict[str, int] = {}
         for i, raw in enumerate(rules_raw):
@@ -207,8 +254,8 @@ def check_policy_data(data: Any, source: str, *,
             if rule is None:
                 continue
             if rule.id in seen:
-                problems.append(f"{_where(source, raw)}: rule '{rule.id}': field 'id': "
-                                f"duplicate (first at rules[{seen[rule.id]}])")
+                _Sink(source, raw, rule.id, problems).add(
+                    "id", f"duplicate (first at rules[{seen[rule.id]}])")
                 continue
             seen[rule.id] = i
             rules.append(rule)

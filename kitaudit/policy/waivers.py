@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kitaudit.policy import _yaml
-from kitaudit.policy.loader import NAME_RE, PolicyFileError
+from kitaudit.policy.loader import NAME_RE, PolicyFileError, Problem
 from kitaudit.policy.model import Waiver
 
 _KEYS = {"rule", "policy", "repository", "digest", "reason", "owner", "expires"}
@@ -41,58 +41,66 @@ def _date(value: Any) -> _dt.date | None:
     return None
 
 
-def check_waivers_data(data: Any, source: str) -> tuple[list[Waiver], list[str]]:
+def check_waivers_data(data: Any, source: str) -> tuple[list[Waiver], list[Problem]]:
     """Validate parsed YAML; return the waivers and every problem found."""
     if data is None:
         return [], []
     if not isinstance(data, dict) or set(data) - {"waivers"}:
-        return [], [f"{source}: a waivers file is a mapping with one key, 'waivers'"]
+        return [], [Problem(source, "a waivers file is a mapping with one key, 'waivers'")]
     items = data.get("waivers") or []
     if not isinstance(items, list):
-        return [], [f"{source}: field 'waivers': must be a list"]
-    problems: list[str] = []
+        return [], [Problem(source, "must be a list", _line(data), None, "waivers")]
+    problems: list[Problem] = []
     out: list[Waiver] = []
     for i, raw in enumerate(items):
-        line = getattr(raw, "line", 0)
-        where = f"{source}:{line}: waivers[{i}]" if line else f"{source}: waivers[{i}]"
+        label = f"waivers[{i}]"
         if not isinstance(raw, dict):
-            problems.append(f"{where}: must be a mapping")
+            problems.append(Problem(source, "must be a mapping", 0, label))
             continue
         before = len(problems)
         rid = raw.get("rule")
         if isinstance(rid, str):
-            where += f" (rule '{rid}')"
+            label += f" (rule '{rid}')"
+
+        def add(field: str | None, message: str, raw: Any = raw, label: str = label) -> None:
+            problems.append(Problem(source, message, _line(raw, field), label, field))
+
         for key in raw:
             if key not in _KEYS:
-                problems.append(f"{where}: field '{key}': unknown field "
-                                f"(allowed: {', '.join(sorted(_KEYS))})")
+                add(str(key), f"unknown field (allowed: {', '.join(sorted(_KEYS))})")
         if not isinstance(rid, str) or not NAME_RE.match(rid):
-            problems.append(f"{where}: field 'rule': missing or not a rule id")
+            add("rule", "missing or not a rule id")
         policy = raw.get("policy")
         if policy is not None and (not isinstance(policy, str) or not NAME_RE.match(policy)):
-            problems.append(f"{where}: field 'policy': not a policy name")
+            add("policy", "not a policy name")
         for key in ("reason", "owner"):
             value = raw.get(key)
             if not isinstance(value, str) or not value.strip():
-                problems.append(f"{where}: field '{key}': missing or empty")
+                add(key, "missing or empty")
         patterns = {}
         for key in ("repository", "digest"):
             value = raw.get(key)
             if value is not None and (not isinstance(value, str) or not value.strip()):
-                problems.append(f"{where}: field '{key}': must be a non-empty glob")
+                add(key, "must be a non-empty glob")
             patterns[key] = value
         if patterns["repository"] is None and patterns["digest"] is None:
-            problems.append(f"{where}: give 'repository' or 'digest' (use \"**\" on "
-                            "purpose to waive for every repository)")
+            add(None, "give 'repository' or 'digest' (use \"**\" on purpose to waive "
+                "for every repository)")
         expires = _date(raw.get("expires"))
         if expires is None:
-            problems.append(f"{where}: field 'expires': missing or not a YYYY-MM-DD date")
-        if len(problems) != before:
+            add("expires", "missing or not a YYYY-MM-DD date")
+        if len(problems) != before or expires is None:
             continue
         out.append(Waiver(rule=rid, reason=raw["reason"].strip(), owner=raw["owner"].strip(),
-                          expires=expires, repository=patterns["repository"],  # type: ignore[arg-type]
+                          expires=expires, repository=patterns["repository"],
                           digest=patterns["digest"], policy=policy, source=source))
     return out, problems
+
+
+def _line(obj: Any, key: str | None = None) -> int:
+    if key is not None and hasattr(obj, "line_of"):
+        return int(obj.line_of(key))
+    return int(getattr(obj, "line", 0))
 
 
 def loads_waivers(text: str, source: str = "<waivers>") -> list[Waiver]:
