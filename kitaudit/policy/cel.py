@@ -61,6 +61,7 @@ def _parse_issues(text: str) -> list[CelIssue]:
         m = _POSITION.search(line)
         if m:
             msg = m.group(3).strip()
+            msg = re.sub(r"\s*\[INVALID_ARGUMENT\]$", "", msg)
             msg = re.sub(r"\s*\(in container ''\)$", "", msg)
             issues.append(CelIssue(int(m.group(1)), int(m.group(2)), msg))
     if not issues:
