@@ -61,6 +61,19 @@ class Reference:
         """What a registry is asked for: the digest if there is one, else the tag."""
         return self.digest or self.tag
 
+    @property
+    def display(self) -> str:
+        """Short form for people, as kit shows it: without ``localhost/`` and without the
+        ``_`` placeholder repository. It parses back to the same reference."""
+        text = str(self)
+        head, slash, _ = self.repository.partition("/")
+        looks_like_registry = bool(slash) and ("." in head or ":" in head or head == "localhost")
+        if self.registry == DEFAULT_REGISTRY and not looks_like_registry:
+            text = text[len(DEFAULT_REGISTRY) + 1:]
+            if self.repository == DEFAULT_REPOSITORY and self.digest and not self.tag:
+                text = self.digest
+        return text
+
     def with_tag(self, tag: str) -> Reference:
         """The same repository with ``tag`` (any digest is dropped)."""
         _check_tag(tag, tag)

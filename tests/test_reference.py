@@ -99,7 +99,10 @@ def test_str_and_helpers() -> None:
         ref.with_tag("bad tag")
     with pytest.raises(InvalidReference):
         ref.with_digest("sha256:nope")
+    assert ref.display == "reg.io/org/model:v1"
+    assert parse("org/m:v1")[0].display == "org/m:v1"
     plain, _ = parse(DIGEST)
+    assert plain.display == DIGEST
     assert str(plain) == f"localhost/_@{DIGEST}"
     assert parse(str(plain))[0] == plain
 
@@ -171,3 +174,4 @@ def test_round_trip(text: str) -> None:
     again, extra = parse(str(ref))
     assert again == ref
     assert extra == []
+    assert parse(ref.display)[0] == ref
