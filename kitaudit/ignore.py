@@ -142,6 +142,10 @@ def compile_pattern(line: str) -> Pattern:
     text = _clean(text)
     if len(text) > 1 and text.startswith("/"):
         text = text[1:]
+    rest = text[2:]
+    if text.startswith("**") and rest and rest[0] != "/" and not any(c in rest for c in "*?[\\"):
+        # moby matches a leading '**' + plain text as a plain suffix ('**foo' ~ 'xfoo').
+        return Pattern(text, exclusion, re.compile(".*" + re.escape(rest), re.DOTALL))
     return Pattern(text, exclusion, re.compile(_translate(text), re.DOTALL))
 
 

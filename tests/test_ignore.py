@@ -55,6 +55,8 @@ def test_kit_table(patterns: list[str], path: str, expected: bool) -> None:
     ("a+b(c).txt", "a+b(c).txt", True),    # regex characters are literal
     ("data", "data-v2/x", False),
     ("data", "data", True),
+    ("**foo", "a/xfoo", True),             # moby: leading '**' + plain text = suffix
+    ("**foo*", "xfoo", False),             # ...but not once a wildcard follows
 ])
 def test_pattern_semantics(pattern: str, path: str, expected: bool) -> None:
     assert IgnoreMatcher([pattern]).matches(path) is expected
