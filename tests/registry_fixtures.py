@@ -222,8 +222,10 @@ class RegistryServer:
 
 
 def start_registry(workdir: Path, *, auth: str | None = None, tls: bool = False,
-                   users: dict[str, str] | None = None) -> RegistryServer:
-    """Start docker-registry with a generated config; ``auth`` None/"htpasswd"/"token"."""
+                   users: dict[str, str] | None = None,
+                   client_ca: bool = False) -> RegistryServer:
+    """Start docker-registry with a generated config; ``auth`` None/"htpasswd"/"token";
+    ``client_ca``: with TLS, require client certificates issued by the test CA."""
     _need_registry()
     import yaml
 
@@ -252,6 +254,11 @@ def start_registry(workdir: Path, *, auth: str | None = None, tls: bool = False,
         cert.private_key_pem.write_to_path(str(workdir / "server.key"))
         config["http"]["tls"] = {"certificate": str(workdir / "server.pem"),
                                  "key": str(workdir / "server.key")}
+        if client_ca:
+            config["http"]["tls"]["clientcas"] = [str(server.ca_path)]
+            probe = ca.issue_cert("readiness-probe")
+            probe.private_key_and_cert_chain_pem.write_to_path(str(workdir / "probe.pem"))
+            server.extra["probe_cert"] = str(workdir / "probe.pem")
         server.extra["ca"] = ca
     users = users or {"alice": "s3cret-" + secrets.token_hex(4)}
     if auth == "htpasswd":
@@ -291,6 +298,8 @@ def _wait_ready(server: RegistryServer, timeout: float = 15.0) -> None:
         try:
             if server.scheme == "https":
                 ctx = ssl.create_default_context(cafile=str(server.ca_path))
+                if server.extra.get("probe_cert"):
+                    ctx.load_cert_chain(server.extra["probe_cert"])
                 conn: http.client.HTTPConnection = http.client.HTTPSConnection(
                     "127.0.0.1", server.port, timeout=2, context=ctx)
             else:

@@ -318,14 +318,28 @@ class Authenticator:
             if self._scheme == "basic" and self.credentials:
                 return self.credentials.basic_header()
             if self._scheme == "bearer":
-                tok = self._tokens.get(scope)
-                if tok and tok.expires > time.time():
+                tok = self._cached(scope)
+                if tok:
                     return f"Bearer {tok.value}"
         return None
 
-    def answer(self, transport: Transport, www_authenticate: str, scope: str) -> str:
+    def _cached(self, scope: str) -> _Token | None:
+        """A live token for ``scope``, or for a wider scope of the same repository
+        (a ``pull,push`` token serves ``pull``)."""
+        now = time.time()
+        for key in (scope, scope.replace(":pull", ":pull,push") if scope.endswith(":pull")
+                    else None):
+            tok = self._tokens.get(key) if key else None
+            if tok and tok.expires > now:
+                return tok
+        return None
+
+    def answer(self, transport: Transport, www_authenticate: str, scope: str,
+               sent: str | None = None) -> str:
         """Authorization header answering a 401 challenge, for ``scope``.
 
+        ``sent`` is the Authorization header of the refused request: when another
+        thread has meanwhile obtained a different live token, that one is reused.
         Raises ``AuthError`` with one clear message when it cannot be answered.
         """
         scheme, params = parse_challenge(www_authenticate)
@@ -341,10 +355,9 @@ class Authenticator:
                 raise AuthError(f"{self.registry} asks for unsupported authentication "
                                 f"{scheme or '(none)'}", status=401)
             self._challenge = params
-            tok = self._tokens.get(scope)
-            if tok and tok.expires > time.time() + 1:
-                # The registry refused a token we hold for this scope: fetch a new one.
-                self._tokens.pop(scope, None)
+            tok = self._cached(scope)
+            if tok and f"Bearer {tok.value}" != sent:
+                return f"Bearer {tok.value}"  # obtained by another thread meanwhile
             value, ttl = self._fetch_token(transport, params, scope)
             self._tokens[scope] = _Token(value, time.time() + max(0.0, ttl - 5))
             return f"Bearer {value}"

@@ -172,6 +172,10 @@ class RegistryClient:
         """One authenticated request. 401 is answered once; a second 401 or a 403 raises
         ``AuthError`` with one message."""
         url = self.url(path)
+        if params and "?" in url:
+            # httpx replaces an existing query string; upload URLs carry state in it
+            url = str(httpx.URL(url).copy_merge_params(params))
+            params = None
         hdrs = dict(headers or {})
         auth = self.auth.header_for(scope)
         if auth:
@@ -182,7 +186,8 @@ class RegistryClient:
         if resp.status_code == 401:
             challenge = resp.headers.get("WWW-Authenticate", "")
             resp.close()
-            hdrs["Authorization"] = self.auth.answer(self.transport, challenge, scope)
+            hdrs["Authorization"] = self.auth.answer(self.transport, challenge, scope,
+                                                     sent=hdrs.get("Authorization"))
             resp = self.transport.send(method, url, headers=hdrs, content=content,
                                        params=params, stream=stream, retry=retry,
                                        follow_redirects=follow_redirects)
