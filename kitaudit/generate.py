@@ -93,7 +93,9 @@ def file_kind(name: str) -> str:
     return UNKNOWN
 
 
-def _list(context: Path, rel: str) -> _Dir:
+def _list(context: Path, rel: str, depth: int = 1) -> _Dir:
+    """List ``rel``: its files, and its subdirectories down to ``depth`` more levels
+    (deeper ones are listed by name only: the rules never look further)."""
     full = context / rel if rel != "." else context
     node = _Dir(name=Path(rel).name if rel != "." else ".", path=rel)
     try:
@@ -105,9 +107,13 @@ def _list(context: Path, rel: str) -> _Dir:
         if (rel == "." and name in SKIPPED_ROOT_NAMES) or name in SKIPPED_DIR_NAMES:
             continue
         child = name if rel == "." else f"{rel}/{name}"
-        st = os.lstat(full / name)
+        try:
+            st = os.lstat(full / name)
+        except FileNotFoundError:
+            continue  # removed while we were listing
         if stat.S_ISDIR(st.st_mode):
-            node.subdirs.append(_list(context, child))
+            node.subdirs.append(_list(context, child, depth - 1) if depth > 0
+                                else _Dir(name=name, path=child))
         elif stat.S_ISREG(st.st_mode):
             node.files.append(_File(name, child, st.st_size))
     return node
