@@ -649,6 +649,8 @@ def build_mlbom(kitfile: Any, *, manifest_digest: str | None, layers: Sequence[L
     # ---- splice what the library does not model
     if ts is None:
         doc["metadata"].pop("timestamp", None)
+    if authors:   # the library sorts them; the Kitfile's order is the fact
+        doc["metadata"]["component"]["authors"] = [{"name": a.name} for a in authors]
     index: dict[str, dict[str, Any]] = {}
     _index_components(doc.get("components") or [], index)
     if model_comp is not None:
@@ -806,6 +808,14 @@ def _purl_digest(purl: str | None) -> str | None:
     return _normalise_purl(m.group(1)) if m else None
 
 
+def _layer_order(layer: dict[str, Any]) -> tuple[int, str]:
+    from kitaudit.mediatypes import LAYER_KINDS
+
+    kind = layer.get("kind") or ""
+    return (LAYER_KINDS.index(kind) if kind in LAYER_KINDS else len(LAYER_KINDS),
+            str(layer.get("path") or ""))
+
+
 def facts(bom: dict[str, Any]) -> dict[str, Any]:
     """A compact summary of an ML-BOM for verify, policy and the crawler.
 
@@ -895,7 +905,7 @@ def facts(bom: dict[str, Any]) -> dict[str, Any]:
         "licenses": sorted(all_licenses),
         "datasets": datasets,
         "ancestors": sorted(ancestors, key=lambda a: a["depth"]),
-        "layers": layers,
+        "layers": sorted(layers, key=_layer_order),
         "completeness": completeness(check(bom)),
     }
 

@@ -77,7 +77,8 @@ def sbom(ref: str, out_file: str | None, spec: str | None, run_check: bool, remo
                  lambda: click.echo(f"ML-BOM of {ref} written to {out_file}", err=True))
         return
     if not run_check:
-        out = click.get_binary_stream("stdout")
+        out = sys.stdout.buffer
+        sys.stdout.flush()
         out.write(data)
         if not data.endswith(b"\n") and sys.stdout.isatty():
             out.write(b"\n")
