@@ -1498,7 +1498,10 @@ def _yaml_scalar(v: Any, ctx: str) -> tuple[str, list[str] | None]:
         return str(v), None
     if isinstance(v, float):
         return _go_float_g(v), None
-    return _yaml_scalar_str(str(v), ctx)
+    if not isinstance(v, str):
+        raise KitfileError(f"parameters hold a value of type {type(v).__name__} that a "
+                           "Kitfile cannot represent")
+    return _yaml_scalar_str(v, ctx)
 
 
 def _go_float_g(f: float) -> str:
