@@ -208,16 +208,22 @@ def legacy_attestation_layer(envelope_json: bytes, predicate_type: str) -> dict[
 def merge_legacy_layers(existing_manifest: dict[str, Any] | None,
                         new_layers: Sequence[tuple[dict[str, Any], bytes]]
                         ) -> list[tuple[dict[str, Any], bytes | None]]:
-    """Layers of an existing ``.sig``/``.att`` manifest followed by the new ones, without
-    duplicates (cosign appends). Existing blobs are not re-uploaded (bytes None)."""
+    """Layers of an existing ``.sig``/``.att`` manifest followed by the new ones (cosign
+    appends). A layer is a duplicate only if its blob *and* its annotations (the
+    signature, certificate...) are equal: the simplesigning payload is the same for every
+    signature of a digest. Existing blobs are not re-uploaded (bytes None)."""
     out: list[tuple[dict[str, Any], bytes | None]] = []
     seen: set[str] = set()
+
+    def key(d: dict[str, Any]) -> str:
+        return json.dumps([d.get("digest"), d.get("annotations") or {}], sort_keys=True)
+
     for d in (existing_manifest or {}).get("layers") or []:
-        if isinstance(d, dict) and d.get("digest") not in seen:
-            seen.add(d["digest"])
+        if isinstance(d, dict) and key(d) not in seen:
+            seen.add(key(d))
             out.append((d, None))
     for d, data in new_layers:
-        if d["digest"] not in seen:
-            seen.add(d["digest"])
+        if key(d) not in seen:
+            seen.add(key(d))
             out.append((d, data))
     return out

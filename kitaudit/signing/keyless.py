@@ -33,6 +33,8 @@ class KeylessSigner:
         self._trust_config_path = Path(trust_config) if trust_config else None
         self._interactive = interactive
         self._signer: Any = None
+        self._token: Any = None
+        self._config: Any = None
         self._ctx_manager: Any = None
         self._identity: str | None = None
         self._issuer: str | None = None
@@ -83,28 +85,44 @@ class KeylessSigner:
                                fix="pass --identity-token or set SIGSTORE_ID_TOKEN")
         return str(token._raw_token)
 
-    def _ensure_signer(self) -> Any:
-        if self._signer is not None:
-            return self._signer
+    def _ensure_token(self) -> Any:
+        if self._token is not None:
+            return self._token
         from sigstore.oidc import IdentityError, IdentityToken
-        from sigstore.sign import SigningContext
 
-        config = self._trust_config()
-        raw = self._raw_token(config)
+        self._config = self._trust_config()
+        raw = self._raw_token(self._config)
         try:
             token = IdentityToken(raw)
         except IdentityError as err:
             raise SigningError(f"identity token rejected: {err} (expired or malformed)",
                                fix="get a fresh token (audience 'sigstore')")
         self._identity, self._issuer = token.identity, token.issuer
+        self._token = token
+        return token
+
+    def _ensure_signer(self) -> Any:
+        if self._signer is not None:
+            return self._signer
+        from sigstore.sign import SigningContext
+
+        token = self._ensure_token()
         try:
-            ctx = SigningContext.from_trust_config(config)
+            ctx = SigningContext.from_trust_config(self._config)
             self._ctx_manager = ctx.signer(token, cache=True)
             self._signer = self._ctx_manager.__enter__()
         except Exception as err:
             raise SigningError(f"could not get a signing certificate: {err}",
                                fix="check the identity token and the Fulcio URL")
         return self._signer
+
+    def fingerprint(self) -> str:
+        """Who will sign (issuer, identity, Sigstore instance), known before any signing
+        request: used to recognise an interrupted run's signatures."""
+        self._ensure_token()
+        where = (str(self._trust_config_path) if self._trust_config_path
+                 else "staging" if self._staging else "production")
+        return f"keyless:{self._issuer}:{self._identity}:{where}"
 
     # -- Signer protocol -----------------------------------------------------------
 

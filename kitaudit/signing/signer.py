@@ -83,6 +83,9 @@ class KeySigner:
     def description(self) -> str:
         return f"key {self.key.source}"
 
+    def fingerprint(self) -> str:
+        return f"key:{self.key.hint}"
+
     def _sign(self, data: bytes) -> bytes:
         return self.key.private_key.sign(data, ec.ECDSA(self.key.hash_algorithm))
 

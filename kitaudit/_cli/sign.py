@@ -1,0 +1,129 @@
+"""``kitaudit generate-key-pair`` and ``kitaudit sign``: cosign-compatible signatures."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from kitaudit._cli._output import emit, output_option, print_table
+
+
+def _password_prompt(confirm: bool) -> str:
+    from kitaudit.errors import SigningError
+
+    if not sys.stdin.isatty():
+        raise SigningError("no password for the private key and no terminal to ask on",
+                           fix="set KITAUDIT_PASSWORD (or COSIGN_PASSWORD)")
+    value: str = click.prompt("Enter password for private key", hide_input=True,
+                              confirmation_prompt="Enter password for private key again"
+                              if confirm else False, default="", show_default=False,
+                              err=True)
+    return value
+
+
+@click.command("generate-key-pair")
+@click.option("--output-key-prefix", default="cosign", show_default=True,
+              help="Write <prefix>.key and <prefix>.pub.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing key files.")
+@output_option()
+def generate_key_pair_cmd(output_key_prefix: str, force: bool, output: str) -> None:
+    """Generate an ECDSA P-256 key pair in cosign's format, for key-based (air-gapped)
+    signing.
+
+    The private key is encrypted (scrypt + nacl/secretbox, PEM ``ENCRYPTED SIGSTORE
+    PRIVATE KEY``) with the password from KITAUDIT_PASSWORD, COSIGN_PASSWORD or a prompt;
+    cosign reads it, and kitaudit reads cosign's keys.
+    """
+    from kitaudit.signing.keys import generate_key_pair, public_key_hint, write_key_pair
+
+    private_pem, public_pem = generate_key_pair(prompt=_password_prompt)
+    key_path, pub_path = write_key_pair(output_key_prefix, private_pem, public_pem,
+                                        force=force)
+    from cryptography.hazmat.primitives import serialization
+
+    hint = public_key_hint(serialization.load_pem_public_key(public_pem))
+    emit(output, {"privateKey": str(key_path), "publicKey": str(pub_path), "keyHint": hint},
+         lambda: click.echo(f"Private key written to {key_path}\n"
+                            f"Public key written to {pub_path}"))
+
+
+@click.command("sign")
+@click.argument("ref")
+@click.option("--key", "key_file", type=click.Path(dir_okay=False),
+              help="Sign with this private key (cosign.key or PEM EC key) instead of "
+                   "keyless.")
+@click.option("--identity-token", envvar=None, default=None,
+              help="OIDC identity token for keyless signing (else SIGSTORE_ID_TOKEN, "
+                   "ambient CI credentials, or the browser flow).")
+@click.option("--staging", is_flag=True, help="Use Sigstore's staging instance.")
+@click.option("--trust-config", type=click.Path(dir_okay=False, exists=True),
+              help="ClientTrustConfig JSON of a private Sigstore deployment.")
+@click.option("--signature-format", type=click.Choice(["bundle", "legacy"]),
+              default="bundle", show_default=True,
+              help="legacy also writes cosign's .sig/.att tags for older verifiers.")
+@click.option("-r", "--remote", is_flag=True,
+              help="Sign the ModelKit in the registry even if it is stored locally.")
+@click.option("--plain-http", is_flag=True, default=None, help="Use HTTP, not HTTPS.")
+@click.option("--tls-verify/--no-tls-verify", default=None,
+              help="Verify the registry's TLS certificate (default: on).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="CA bundle to trust for the registry.")
+@output_option()
+def sign_cmd(ref: str, key_file: str | None, identity_token: str | None, staging: bool,
+             trust_config: str | None, signature_format: str, remote: bool,
+             plain_http: bool | None, tls_verify: bool | None, tls_cert: str | None,
+             output: str) -> None:
+    """Sign the ModelKit REF and its ML-BOM, and attach the signatures as cosign does.
+
+    Writes two Sigstore bundles (v0.3, DSSE + in-toto): the ModelKit signature
+    (predicate https://sigstore.dev/cosign/sign/v1) and, when REF has an ML-BOM, a
+    CycloneDX attestation (https://cyclonedx.org/bom), each as an OCI referrer. A local
+    ModelKit is signed in the local store (push carries the signatures); a registry
+    reference is signed in place.
+    """
+    from kitaudit.errors import UsageError
+    from kitaudit.signing.attach import sign_reference
+
+    signer: Any
+    if key_file:
+        if identity_token or staging or trust_config:
+            raise UsageError("--key cannot be combined with keyless options",
+                             fix="drop --identity-token/--staging/--trust-config, or --key")
+        from kitaudit.signing.signer import KeySigner
+
+        signer = KeySigner.from_file(key_file, prompt=_password_prompt)
+    else:
+        if staging and trust_config:
+            raise UsageError("--staging and --trust-config are exclusive")
+        from kitaudit.signing.keyless import KeylessSigner
+
+        signer = KeylessSigner(identity_token, staging=staging, trust_config=trust_config,
+                               interactive=sys.stdin.isatty())
+    net = {k: v for k, v in (("plain_http", plain_http), ("tls_verify", tls_verify),
+                             ("tls_cert", tls_cert)) if v is not None}
+    try:
+        result = sign_reference(ref, signer, remote=remote, signature_format=signature_format,
+                                **net)
+    finally:
+        close = getattr(signer, "close", None)
+        if callable(close):
+            close()
+
+    def human() -> None:
+        click.echo(f"Signed {result.reference} ({result.subject}) as {result.signer}",
+                   err=True)
+        if not result.sbom_signed:
+            click.echo("note: no ML-BOM attached to this ModelKit; only the ModelKit was "
+                       "signed", err=True)
+        print_table(["predicate", "format", "attached", "digest"],
+                    [(a["predicateType"], a["format"], a.get("tag") or a["method"],
+                      a["digest"]) for a in result.attached])
+
+    emit(output, result.to_dict(), human)
+
+
+def register(main: click.Group) -> None:
+    main.add_command(generate_key_pair_cmd)
+    main.add_command(sign_cmd)
