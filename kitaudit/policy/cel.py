@@ -132,6 +132,11 @@ class CelEngine:
         if not expression.strip():
             return CelCompileError(expression, [CelIssue(1, 1, "empty expression")])
         try:
+            expression.encode("utf-8")
+        except UnicodeEncodeError as err:
+            return CelCompileError(expression, [CelIssue(1, err.start + 1,
+                                                         "not valid Unicode text")])
+        try:
             compiled = self._env.compile(expression)
         except RuntimeError as err:
             return CelCompileError(expression, _parse_issues(str(err)))
