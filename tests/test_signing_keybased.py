@@ -255,3 +255,32 @@ def test_parsers_fail_cleanly(doc):
         Statement.parse("application/vnd.in-toto+json", json.dumps(doc).encode())
     except VerificationError:
         pass
+
+
+def test_verify_legacy_layers_key_based(signer):
+    from kitaudit.signing.verify_legacy import verify_legacy_layer
+
+    out = sign_modelkit(DIGEST, SUBJECT, sbom=BOM, signer=signer, signature_format="legacy",
+                        docker_reference="registry.example/team/model")
+    policy = SignerPolicy(keys=(signer.key.public_key,))
+    for ref, content in ((out[2], "simplesigning"), (out[3], "dsse-envelope")):
+        (layer,) = ref.manifest["layers"]
+        blob = ref.blobs[layer["digest"]]
+        res = verify_legacy_layer(layer, blob, expected_digest=DIGEST, policy=policy)
+        assert res.kind == "key" and res.content == content
+        with pytest.raises(VerificationError, match="expected digest"):
+            verify_legacy_layer(layer, blob, expected_digest="sha256:" + "c" * 64,
+                                policy=policy)
+        other = ec.generate_private_key(ec.SECP256R1()).public_key()
+        with pytest.raises(VerificationError, match="does not verify"):
+            verify_legacy_layer(layer, blob, expected_digest=DIGEST,
+                                policy=SignerPolicy(keys=(other,)))
+        with pytest.raises(VerificationError, match="does not match its digest"):
+            verify_legacy_layer(layer, blob + b" ", expected_digest=DIGEST, policy=policy)
+    # a signature annotation from another payload does not verify
+    (sig_layer,) = out[2].manifest["layers"]
+    forged = dict(sig_layer, annotations={
+        "dev.cosignproject.cosign/signature": base64.b64encode(b"0" * 70).decode()})
+    with pytest.raises(VerificationError):
+        verify_legacy_layer(forged, out[2].blobs[sig_layer["digest"]], expected_digest=DIGEST,
+                            policy=policy)

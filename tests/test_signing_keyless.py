@@ -216,3 +216,38 @@ def test_missing_trust_config(tmp_path):
     with pytest.raises(SigningError, match="does not exist"):
         sign_modelkit(DIGEST, SUBJECT, sbom=None,
                       signer=KeylessSigner(_token(), trust_config=tmp_path / "nope.json"))
+
+
+def test_verify_legacy_keyless(signed, root):
+    from kitaudit.signing.verify_legacy import verify_legacy_layer
+
+    out, _ = signed
+    for ref, content in ((out[2], "simplesigning"), (out[3], "dsse-envelope")):
+        (layer,) = ref.manifest["layers"]
+        blob = ref.blobs[layer["digest"]]
+        res = verify_legacy_layer(layer, blob, expected_digest=DIGEST, policy=_policy(),
+                                  trusted_root=root)
+        assert (res.kind, res.signer, res.issuer, res.content) == \
+            ("keyless", SUB, ISSUER, content)
+        assert res.tlog_verified
+        with pytest.raises(VerificationError, match="identity"):
+            verify_legacy_layer(layer, blob, expected_digest=DIGEST,
+                                policy=_policy(identity="x@y.example"), trusted_root=root)
+        with pytest.raises(VerificationError):  # production root: not our Fulcio/Rekor
+            verify_legacy_layer(layer, blob, expected_digest=DIGEST, policy=_policy(),
+                                trusted_root=load_trusted_root(offline=True))
+        ann = dict(layer["annotations"])
+        rb = json.loads(ann["dev.sigstore.cosign/bundle"])
+        rb["Payload"]["integratedTime"] += 1
+        ann["dev.sigstore.cosign/bundle"] = json.dumps(rb)
+        with pytest.raises(VerificationError, match="signed entry timestamp"):
+            verify_legacy_layer(dict(layer, annotations=ann), blob, expected_digest=DIGEST,
+                                policy=_policy(), trusted_root=root)
+    # the .sig Rekor entry does not vouch for the .att signature
+    (sig_layer,) = out[2].manifest["layers"]
+    (att_layer,) = out[3].manifest["layers"]
+    ann = dict(att_layer["annotations"])
+    ann["dev.sigstore.cosign/bundle"] = sig_layer["annotations"]["dev.sigstore.cosign/bundle"]
+    with pytest.raises(VerificationError, match="Rekor entry"):
+        verify_legacy_layer(dict(att_layer, annotations=ann), out[3].blobs[att_layer["digest"]],
+                            expected_digest=DIGEST, policy=_policy(), trusted_root=root)
