@@ -169,14 +169,6 @@ def _walk_dir(directory: Path, rel: str, ignore: IgnoreLike | None, exclude: set
         st = _check_kind(full, child_rel)
         is_dir = stat.S_ISDIR(st.st_mode)
         if ignore is not None and ignore.ignored(child_rel, is_dir):
-            if not is_dir or not getattr(ignore, "has_exceptions", False):
-                continue
-            # A re-include pattern may match below an ignored directory: look inside,
-            # but only emit the directory entry if something below it is kept.
-            inner = list(_walk_dir(full, child_rel, ignore, exclude, top=False))
-            if inner:
-                yield child_rel, full, st
-                yield from inner
             continue
         yield child_rel, full, st
         if is_dir:

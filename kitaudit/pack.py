@@ -10,6 +10,7 @@ thing written, so an interrupted pack leaves no tag pointing at anything incompl
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -162,12 +163,12 @@ def pack(context: str | Path, *, kitfile_path: str | Path | None = None,
     names = tag_names(tags)
     ancestors = resolve_ancestors(kitfile, store, own_tags=names, remote=remote)
 
-    ignore = None
-    ignore_file = context / ".kitignore"
-    if ignore_file.is_file():
-        from kitaudit.ignore import IgnoreMatcher
+    from kitaudit.ignore import IgnoreMatcher
 
-        ignore = IgnoreMatcher.from_file(ignore_file)
+    extra = []
+    with contextlib.suppress(ValueError):
+        extra.append(path.resolve().relative_to(context.resolve()).as_posix())
+    ignore = IgnoreMatcher.for_context(context, extra=extra)
 
     entries = kitfile.local_entries()
     all_paths = [kf.clean_path(e.path) for _k, e in entries]
