@@ -240,7 +240,7 @@ _json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_siz
                                        c, max_size=5), max_leaves=20)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(_json)
 def test_parsers_fail_cleanly(doc):
     """Arbitrary JSON: bundle and statement parsers raise VerificationError or succeed."""
