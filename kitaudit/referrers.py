@@ -113,7 +113,7 @@ def list_referrers(client: Any, repo: str, digest: str,
 
 def _fallback_entries(client: Any, repo: str, digest: str) -> list[dict[str, Any]]:
     try:
-        man = client.get_manifest(repo, fallback_tag(digest), accept=(mt.OCI_INDEX,))
+        man = client.get_manifest(repo, fallback_tag(digest))
     except NotFound:
         return []
     doc = man.data
@@ -182,14 +182,16 @@ def update_fallback_index(client: Any, repo: str, subject_digest: str,
     tag = fallback_tag(subject_digest)
     for attempt in range(FALLBACK_ATTEMPTS):
         etag: str | None = None
+        attempt_exists = True
         try:
-            current = client.get_manifest(repo, tag, accept=(mt.OCI_INDEX,))
+            current = client.get_manifest(repo, tag)
             index = current.data
             etag = current.etag
             if not isinstance(index.get("manifests"), list):
                 raise RegistryError(f"tag {tag} in {repo} is not an image index",
                                     fix="something else uses the referrers fallback tag")
         except NotFound:
+            attempt_exists = False
             index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
         if any(isinstance(d, dict) and d.get("digest") == desc["digest"]
                for d in index["manifests"]):
@@ -198,14 +200,16 @@ def update_fallback_index(client: Any, repo: str, subject_digest: str,
         index.setdefault("mediaType", mt.OCI_INDEX)
         raw = json.dumps(index, separators=(",", ":")).encode()
         try:
-            client.put_manifest(repo, tag, raw, mt.OCI_INDEX, if_match=etag)
+            # If-Match on update; If-None-Match: * when creating the index
+            client.put_manifest(repo, tag, raw, mt.OCI_INDEX, if_match=etag,
+                                if_none_match=None if etag or attempt_exists else "*")
         except RegistryError as exc:
             if exc.status == 412:  # someone else wrote first: merge again
                 _pause(attempt)
                 continue
             raise
         # re-read: a registry ignoring If-Match may have let another writer win
-        check = client.get_manifest(repo, tag, accept=(mt.OCI_INDEX,)).data
+        check = client.get_manifest(repo, tag).data
         if any(isinstance(d, dict) and d.get("digest") == desc["digest"]
                for d in check.get("manifests") or []):
             return "fallback"

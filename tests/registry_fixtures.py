@@ -408,18 +408,23 @@ class FaultProxy:
       referrers' descriptors (artifactType and annotations included), filtered by
       ``artifactType`` when asked (with ``OCI-Filters-Applied``), paginated with ``Link``
       (``page_size``); an unknown digest gives an empty index, not 404.
+    * ``subject_header_only=True``: answers ``OCI-Subject`` without serving the API, as
+      ECR does (the referrers GET goes on to distribution, which answers 404);
     * ``if_match=True``: honours ``If-Match`` on manifest PUTs (412 when the tag's
-      current digest differs or the tag is absent), serialising manifest writes.
+      current digest differs or the tag is absent) and ``If-None-Match: *`` (412 when
+      the tag exists), serialising manifest writes.
     """
 
     def __init__(self, upstream: RegistryServer, *, referrers_api: bool = False,
-                 if_match: bool = False, page_size: int = 2) -> None:
+                 if_match: bool = False, page_size: int = 2,
+                 subject_header_only: bool = False) -> None:
         if upstream.scheme != "http":
             raise ValueError("the proxy fronts plain-HTTP registries")
         self.upstream = upstream
         self.faults: list[Fault] = []
         self.exchanges: list[Exchange] = []
         self.referrers_api = referrers_api
+        self.subject_header_only = subject_header_only  # ECR: header, but no API
         self.if_match = if_match
         self.page_size = page_size
         self.referrers: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -515,6 +520,12 @@ class FaultProxy:
                     self._log(method, path, 412, 0, len(body))
                     self._send(h, 412, {}, b'{"errors":[{"code":"PRECONDITION_FAILED"}]}')
                     return
+            if m_man and method == "PUT" and self.if_match and \
+                    h.headers.get("If-None-Match", "").strip() == "*":
+                if self._upstream_digest(h, m_man.group(1), m_man.group(2)) is not None:
+                    self._log(method, path, 412, 0, len(body))
+                    self._send(h, 412, {}, b'{"errors":[{"code":"PRECONDITION_FAILED"}]}')
+                    return
             self._forward(h, method, path, body, fault, m_man)
 
     def _upstream_digest(self, h: BaseHTTPRequestHandler, repo: str, ref: str) -> str | None:
@@ -537,7 +548,7 @@ class FaultProxy:
         conn = http.client.HTTPConnection("127.0.0.1", self.upstream.port, timeout=60)
         headers = {k: v for k, v in h.headers.items()
                    if k.lower() not in ("connection", "keep-alive", "transfer-encoding",
-                                        "if-match", "content-length")}
+                                        "if-match", "if-none-match", "content-length")}
         if body or method in ("PUT", "POST", "PATCH"):
             headers["Content-Length"] = str(len(body))
         conn.request(method, path, body=body, headers=headers)
@@ -545,7 +556,8 @@ class FaultProxy:
         out_headers = [(k, v) for k, v in resp.getheaders()
                        if k.lower() not in ("connection", "keep-alive", "transfer-encoding",
                                             "content-length")]
-        if (self.referrers_api and m_man and method == "PUT" and resp.status == 201):
+        if ((self.referrers_api or self.subject_header_only) and m_man and method == "PUT"
+                and resp.status == 201):
             subject = self._record_referrer(m_man.group(1), body, h.headers.get(
                 "Content-Type", ""))
             if subject:

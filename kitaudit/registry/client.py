@@ -298,10 +298,11 @@ class RegistryClient:
                 "digest": digest, "size": int(resp.headers.get("Content-Length") or 0)}
 
     def put_manifest(self, repo: str, ref: str, raw: bytes, media_type: str | None = None,
-                     *, if_match: str | None = None) -> httpx.Response:
+                     *, if_match: str | None = None,
+                     if_none_match: str | None = None) -> httpx.Response:
         """PUT a manifest under a tag or its digest. Returns the response (headers such
-        as ``OCI-Subject`` matter to referrers). ``if_match``: send ``If-Match``; a 412
-        raises ``RegistryError(status=412)``."""
+        as ``OCI-Subject`` matter to referrers). ``if_match``/``if_none_match``: send
+        ``If-Match``/``If-None-Match``; a 412 raises ``RegistryError(status=412)``."""
         if media_type is None:
             doc = json.loads(raw)
             media_type = doc.get("mediaType") or (
@@ -309,6 +310,8 @@ class RegistryClient:
         headers = {"Content-Type": media_type}
         if if_match:
             headers["If-Match"] = if_match
+        if if_none_match:
+            headers["If-None-Match"] = if_none_match
         resp = self.request("PUT", f"/v2/{repo}/manifests/{ref}",
                             scope=self.push_scope(repo), headers=headers, content=raw)
         if resp.status_code not in (200, 201, 202, 204):
@@ -392,7 +395,7 @@ class RegistryClient:
                     else:
                         skip = offset
                 try:
-                    for chunk in resp.iter_raw(IO_CHUNK):
+                    for chunk in resp.iter_raw():
                         if skip:
                             if len(chunk) <= skip:
                                 skip -= len(chunk)
