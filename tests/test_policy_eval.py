@@ -210,7 +210,8 @@ def test_normalize_fills_defaults_and_checks_types() -> None:
                          ({"schema_version": 2}, "schema_version 2 is not supported"),
                          ({"now": "yesterday"}, "not an RFC 3339"),
                          ({"kitfile": {1: 2}}, "map key 1 is not a string"),
-                         ({"digest": object()}, "unsupported value")]:
+                         ({"digest": object()}, "digest: expected string"),
+                         ({"kitfile": {"x": {1, 2}}}, "unsupported value")]:
         with pytest.raises(PolicyError, match=message):
             normalize_input(bad)
     with pytest.raises(PolicyError, match="expected a JSON object"):

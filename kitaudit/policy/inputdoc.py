@@ -16,7 +16,6 @@ the default).
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 from collections.abc import Mapping
 from typing import Any
@@ -92,7 +91,7 @@ _FREE_FORM = {"manifest.annotations", "kitfile", "params", "sbom.model.hashes",
 
 def empty_input() -> dict[str, Any]:
     """A fresh document in which nothing is known (every key at its default)."""
-    return copy.deepcopy(_DEFAULTS)
+    return _fresh(_DEFAULTS)
 
 
 def _type_name(value: Any) -> str:
@@ -106,7 +105,7 @@ def _plain(value: Any, path: str) -> Any:
         return value
     if isinstance(value, int):
         return value
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
@@ -146,28 +145,50 @@ def parse_time(value: str | _dt.datetime | _dt.date, what: str = "time") -> _dt.
                       fix="write e.g. 2026-12-31 or 2026-12-31T00:00:00Z")
 
 
+def _fresh(default: Any) -> Any:
+    """A new copy of a (small) default value."""
+    if isinstance(default, dict):
+        return {k: _fresh(v) for k, v in default.items()}
+    if isinstance(default, list):
+        return [_fresh(v) for v in default]
+    return default
+
+
 def _merge(default: Any, value: Any, path: str) -> Any:
+    """Check ``value`` against ``default``'s type and fill missing keys, in one pass that
+    also copies ``value`` into plain JSON types."""
     if value is None:
-        return copy.deepcopy(default)
+        return _fresh(default)
     if path in _FREE_FORM:
-        if isinstance(default, dict) and not isinstance(value, dict):
-            raise PolicyError(f"input document: {path}: expected map, got {_type_name(value)}")
         if isinstance(default, dict):
-            return {**copy.deepcopy(default), **value}
-        return value
+            if not isinstance(value, dict):
+                raise PolicyError(f"input document: {path}: expected map, "
+                                  f"got {_type_name(value)}")
+            return {**_fresh(default), **_plain(value, path)}
+        return _plain(value, path)
     if isinstance(default, dict):
         if not isinstance(value, dict):
             raise PolicyError(f"input document: {path}: expected map, got {_type_name(value)}")
-        out = dict(value)
+        out = {}
+        for key, sub in value.items():
+            sub_path = f"{path}.{key}" if path else str(key)
+            if key in default:
+                out[key] = _merge(default[key], sub, sub_path)
+            else:
+                if not isinstance(key, str):
+                    raise PolicyError(f"input document: {path}: map key {key!r} is not a "
+                                      "string", fix="input documents are JSON objects")
+                out[key] = _plain(sub, sub_path)
         for key, dval in default.items():
-            out[key] = _merge(dval, value.get(key), f"{path}.{key}" if path else key)
+            if key not in out:
+                out[key] = _fresh(dval)
         return out
     if isinstance(default, list):
-        if not isinstance(value, list):
+        if not isinstance(value, list | tuple):
             raise PolicyError(f"input document: {path}: expected list, got {_type_name(value)}")
         item_default = _ITEM_DEFAULTS.get(f"{path}[]")
         if item_default is None:
-            return value
+            return _plain(value, path)
         return [_merge(item_default, item, f"{path}[]") for item in value]
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -187,7 +208,7 @@ def _merge(default: Any, value: Any, path: str) -> Any:
             raise PolicyError(f"input document: {path}: expected string, "
                               f"got {_type_name(value)}")
         return value
-    return value
+    return _plain(value, path)
 
 
 def normalize_input(doc: Mapping[str, Any], *, params: Mapping[str, Any] | None = None,
@@ -200,21 +221,26 @@ def normalize_input(doc: Mapping[str, Any], *, params: Mapping[str, Any] | None 
     """
     if not isinstance(doc, Mapping):
         raise PolicyError(f"input document: expected a JSON object, got {_type_name(doc)}")
-    plain = _plain(dict(doc), "")
-    version = plain.get("schema_version", INPUT_SCHEMA_VERSION)
+    version = doc.get("schema_version", INPUT_SCHEMA_VERSION)
     if version != INPUT_SCHEMA_VERSION:
         raise PolicyError(f"input document: schema_version {version!r} is not supported "
                           f"(this kitaudit reads {INPUT_SCHEMA_VERSION})",
                           fix="upgrade kitaudit or rebuild the document with this version")
+    plain = dict(doc)
     raw_now = plain.pop("now", None)
+    if isinstance(raw_now, _dt.datetime | _dt.date):
+        raw_now = parse_time(raw_now)
+    elif raw_now is not None and not isinstance(raw_now, str):
+        raise PolicyError(f"input document: now: expected an RFC 3339 string, "
+                          f"got {_type_name(raw_now)}")
     if params is not None:
-        plain["params"] = _plain(dict(params), "params")
+        plain["params"] = params
     out = _merge(_DEFAULTS, plain, "")
     sbom = out["sbom"]
     if not sbom["verified"]:
         # Content of an unverified ML-BOM never reaches a policy.
         for key, dval in _SBOM_CONTENT.items():
-            sbom[key] = copy.deepcopy(dval)
+            sbom[key] = _fresh(dval)
     out["signatures"] = [s for s in out["signatures"] if s["verified"] is True]
     out["attestations"] = [a for a in out["attestations"] if a["verified"] is True]
     when = now if now is not None else (raw_now or None)

@@ -73,10 +73,15 @@ class Policy:
 
     def fingerprint(self) -> str:
         """``sha256:<hex>`` of the rules and params: changes whenever a decision could."""
+        cached = self.__dict__.get("_fingerprint")
+        if cached is not None:
+            return cached
         canon = json.dumps({"name": self.name, "params": self.params,
                             "rules": [r.to_dict() for r in self.rules]},
                            sort_keys=True, separators=(",", ":"), default=str)
-        return "sha256:" + hashlib.sha256(canon.encode()).hexdigest()
+        value = "sha256:" + hashlib.sha256(canon.encode()).hexdigest()
+        object.__setattr__(self, "_fingerprint", value)  # frozen: cache once
+        return value
 
     def rule(self, rule_id: str) -> Rule | None:
         for r in self.rules:
