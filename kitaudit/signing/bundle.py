@@ -22,7 +22,7 @@ from typing import Any
 
 from kitaudit.errors import VerificationError
 from kitaudit.mediatypes import SIGSTORE_BUNDLE_V03
-from kitaudit.signing.dsse import Envelope
+from kitaudit.signing.dsse import Envelope, json_object
 
 BUNDLE_MEDIA_TYPES = (
     SIGSTORE_BUNDLE_V03,
@@ -84,15 +84,7 @@ def _b64(value: Any, what: str) -> bytes:
 def parse_bundle(data: bytes | str | dict[str, Any]) -> ParsedBundle:
     """Parse a bundle from JSON bytes/str or an already-decoded dict. Raises
     :class:`VerificationError` with the reason when it is not a well-formed bundle."""
-    if isinstance(data, dict):
-        doc = data
-    else:
-        try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            raise VerificationError("malformed Sigstore bundle: not JSON")
-    if not isinstance(doc, dict):
-        raise VerificationError("malformed Sigstore bundle: not a JSON object")
+    doc = data if isinstance(data, dict) else json_object(data, "Sigstore bundle")
     media_type = doc.get("mediaType")
     if media_type not in BUNDLE_MEDIA_TYPES:
         raise VerificationError(f"unsupported Sigstore bundle media type {media_type!r}")

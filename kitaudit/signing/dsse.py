@@ -60,6 +60,17 @@ def statement_with_raw_predicate(subject_digest: str, predicate_type: str,
     return head[:-3] + stripped + b"}"
 
 
+def json_object(data: bytes | str, what: str) -> dict[str, Any]:
+    """Parse JSON that must be an object; :class:`VerificationError` otherwise."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise VerificationError(f"malformed {what}: not JSON")
+    if not isinstance(doc, dict):
+        raise VerificationError(f"malformed {what}: not a JSON object")
+    return doc
+
+
 @dataclass(frozen=True)
 class Envelope:
     """A DSSE envelope with decoded payload and signatures."""
@@ -114,12 +125,7 @@ class Statement:
         if payload_type != IN_TOTO_PAYLOAD:
             raise VerificationError(f"DSSE payload type is {payload_type!r}, "
                                     f"expected {IN_TOTO_PAYLOAD}")
-        try:
-            doc = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
-            raise VerificationError("DSSE payload is not JSON")
-        if not isinstance(doc, dict):
-            raise VerificationError("in-toto statement is not a JSON object")
+        doc = json_object(payload, "in-toto statement")
         stype = doc.get("_type")
         if stype not in (STATEMENT_TYPE_V1, STATEMENT_TYPE_V01):
             raise VerificationError(f"unknown in-toto statement type {stype!r}")
