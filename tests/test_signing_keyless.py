@@ -251,3 +251,37 @@ def test_verify_legacy_keyless(signed, root):
     with pytest.raises(VerificationError, match="Rekor entry"):
         verify_legacy_layer(dict(att_layer, annotations=ann), out[3].blobs[att_layer["digest"]],
                             expected_digest=DIGEST, policy=_policy(), trusted_root=root)
+
+
+def test_cli_sign_keyless_local(sigstore_mock, root, kit_home):
+    """`kitaudit sign REF --identity-token T --trust-config F` on a stored ModelKit with an
+    ML-BOM: two keyless bundles attached locally, one certificate, both verify."""
+    from click.testing import CliRunner
+
+    from kitaudit import mlbom
+    from kitaudit._cli import main
+    from kitaudit.mediatypes import SIGSTORE_BUNDLE_V03
+    from kitaudit.store import default_store
+    from tests.registry_fixtures import build_modelkit
+
+    store = default_store()
+    kit = build_modelkit(store, "localhost/team/keyless:v1", seed="keyless")
+    mlbom.store_mlbom(store, {"mediaType": kit.manifest["mediaType"], "size": len(kit.raw),
+                              "digest": kit.digest}, BOM)
+    res = CliRunner().invoke(main, ["sign", "team/keyless:v1", "--identity-token", _token(),
+                                    "--trust-config", str(sigstore_mock), "--output", "json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["signer"] == f"keyless {SUB} ({ISSUER})" and out["sbomSigned"]
+    refs = store.referrers(kit.digest, SIGSTORE_BUNDLE_V03)
+    assert len(refs) == 2
+    for r in refs:
+        _, manifest, _ = store.get_manifest(r["digest"])
+        bundle = store.read_blob(manifest["layers"][0]["digest"])
+        v = verify_bundle(bundle, expected_digest=kit.digest, policy=_policy(),
+                          trusted_root=root)
+        assert v.predicate_type == manifest["annotations"]["dev.sigstore.bundle.predicateType"]
+    res = CliRunner().invoke(main, ["sign", "team/keyless:v1", "--identity-token",
+                                    _token(lifetime=-3600), "--trust-config", str(sigstore_mock)])
+    assert res.exit_code == 2 and "expired or malformed" in res.output
+    assert len(store.referrers(kit.digest, SIGSTORE_BUNDLE_V03)) == 2
