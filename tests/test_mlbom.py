@@ -606,3 +606,12 @@ def test_sbom_from_a_remote_registry(registry, tmp_path: Path, kit_home: Path):
 
     forced = mlbom.load_mlbom(ref, store=src, remote=True, **registry.net)
     assert forced.source == "remote" and forced.bom == local.bom
+
+    # the command, with kit's network flags, from an empty KITAUDIT_HOME
+    from kitaudit._cli import main
+
+    flags = ["--plain-http"] if registry.net.get("plain_http") else \
+        ["--tls-cert", registry.net["tls_cert"]]
+    res = CliRunner().invoke(main, ["sbom", ref, "-r", *flags])
+    assert res.exit_code == 0, res.output
+    assert res.stdout_bytes == local.bom

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from kitaudit._cli._output import emit, output_option, print_table
+from kitaudit._cli.registry import NetCommand, net_kwargs, network_options
 
 
-@click.command()
+@click.command(cls=NetCommand)
 @click.argument("ref")
 @click.option("-o", "--out", "out_file", type=click.Path(dir_okay=False, writable=True),
               help="Write the ML-BOM to FILE instead of standard output.")
@@ -21,15 +23,10 @@ from kitaudit._cli._output import emit, output_option, print_table
               help="Print the AI-readiness checklist instead of the BOM.")
 @click.option("-r", "--remote", is_flag=True,
               help="Read the ML-BOM from the registry even if the ModelKit is stored locally.")
-@click.option("--plain-http", is_flag=True, default=None, help="Use HTTP, not HTTPS.")
-@click.option("--tls-verify/--no-tls-verify", default=None,
-              help="Verify the registry's TLS certificate (default: on).")
-@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="CA bundle to trust for the registry.")
+@network_options
 @output_option(default="text", choices=("text", "json"))
 def sbom(ref: str, out_file: str | None, spec: str | None, run_check: bool, remote: bool,
-         plain_http: bool | None, tls_verify: bool | None, tls_cert: str | None,
-         output: str) -> None:
+         output: str, **params: Any) -> None:
     """Print or export the ML-BOM of REF (local store first; other registries remotely).
 
     The BOM is written exactly as stored (byte-identical, so its digest and signatures
@@ -38,8 +35,7 @@ def sbom(ref: str, out_file: str | None, spec: str | None, run_check: bool, remo
     """
     from kitaudit import mlbom
 
-    net = {k: v for k, v in (("plain_http", plain_http), ("tls_verify", tls_verify),
-                             ("tls_cert", tls_cert)) if v is not None}
+    net = net_kwargs(params)
     stored = mlbom.load_mlbom(ref, remote=remote, spec=spec, **net)
     data = stored.bom
     if spec:
