@@ -21,6 +21,7 @@ import struct
 import tarfile
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -191,19 +192,37 @@ def _tar_header(rel: str, st: os.stat_result, is_dir: bool) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
+_HASHER: ThreadPoolExecutor | None = None
+
+
+def _hasher() -> ThreadPoolExecutor:
+    """One worker thread that hashes a file's chunks while the main thread writes them
+    (hashlib releases the GIL on large buffers, so the two run on two cores)."""
+    global _HASHER
+    if _HASHER is None:
+        _HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kitaudit-hash")
+    return _HASHER
+
+
 def _copy_file(full: Path, rel: str, expected: int, sink: _Sink,
                file_hash: Any | None, buf: bytearray) -> int:
     view = memoryview(buf)
     total = 0
+    pool = _hasher() if file_hash is not None and expected >= 4 * CHUNK else None
     with open(full, "rb") as fh:
         while True:
             n = fh.readinto(buf)
             if not n:
                 break
             chunk = view[:n]
-            if file_hash is not None:
-                file_hash.update(chunk)
-            sink.write(chunk)
+            if pool is not None:
+                pending = pool.submit(file_hash.update, chunk)  # type: ignore[union-attr]
+                sink.write(chunk)
+                pending.result()  # the buffer is reused by the next read
+            else:
+                if file_hash is not None:
+                    file_hash.update(chunk)
+                sink.write(chunk)
             total += n
     if total != expected:
         raise PackError(f"{rel} changed size while it was being packed",
@@ -235,16 +254,15 @@ def build_layer(store: Any, context: Path, path: str, kind: str, *, compression:
     if media_type is None:
         media_type = mt.kit_layer_media_type(kind, fmt, compression)
     files: list[FileFact] = []
+    raw_file: int | None = None
     buf = bytearray(CHUNK)
     writer = store.blob_writer()
     try:
         comp = _Compressor(writer, compression)
         if fmt == "raw":
             st = _check_kind(full, path)
-            h = hashlib.sha256() if hash_files else None
-            _copy_file(full, path, st.st_size, comp, h, buf)
-            if h is not None:
-                files.append(FileFact(path, h.hexdigest(), st.st_size))
+            _copy_file(full, path, st.st_size, comp, None, buf)
+            raw_file = st.st_size
         else:
             for rel, entry_path, st in walk_layer(context, path, ignore=ignore,
                                                   exclude=exclude or set()):
@@ -265,6 +283,9 @@ def build_layer(store: Any, context: Path, path: str, kind: str, *, compression:
         writer.abort()
         raise
     diff_id = ("sha256:" + comp.raw_hash.hexdigest()) if comp.raw_hash is not None else digest
+    if raw_file is not None and hash_files:
+        # A raw layer's uncompressed bytes are the file: its hash is the diffId.
+        files.append(FileFact(path, diff_id.split(":", 1)[1], raw_file))
     descriptor: dict[str, Any] = {"mediaType": media_type, "digest": digest,
                                   "size": writer.size}
     if annotations:
