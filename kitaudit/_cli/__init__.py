@@ -18,7 +18,8 @@ from kitaudit.errors import KitauditError
 
 # Modules under kitaudit._cli that define a ``register(group)`` function.
 _COMMAND_MODULES = (
-    "local", "registry", "sbom", "sign", "verify", "policy", "audit", "report", "demo",
+    "local", "registry", "sbom", "sign", "verify", "policy", "admission", "audit", "report",
+    "demo",
 )
 
 
