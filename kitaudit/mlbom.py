@@ -395,6 +395,15 @@ def _model_card_dict(kf: dict[str, Any], card: ModelCard | None,
     return mc
 
 
+def _card_license(card: ModelCard | None) -> str | None:
+    """The card's licence; HF writes ``license: other`` plus ``license_name``."""
+    if card is None or not card.license:
+        return card.license_name if card else None
+    if card.license.lower() == "other" and card.license_name:
+        return card.license_name
+    return card.license
+
+
 def _file_component(f: FileFacts) -> dict[str, Any]:
     return {"bom-ref": f"file:{f.path}", "hashes": [{"alg": "SHA-256", "content": f.sha256}],
             "name": f.path, "properties": [{"name": f"{PROPERTY_PREFIX}file.size",
@@ -559,8 +568,8 @@ def build_mlbom(kitfile: Any, *, manifest_digest: str | None, layers: Sequence[L
     model_comp = None
     model_entry = next((e for e in entries if e.kind == "model"), None)
     ancestor_comps: list[Any] = []
-    if model_entry is not None or model_card is not None:
-        layer = model_entry.layer if model_entry else None
+    if model_entry is not None:   # a card alone does not make a model
+        layer = model_entry.layer
         props = [_prop("kind", "model")]
         if model_path:
             props.append(_prop("reference" if base_model else "path", model_path))
@@ -589,9 +598,7 @@ def build_mlbom(kitfile: Any, *, manifest_digest: str | None, layers: Sequence[L
         model_comp = _component(
             name=name, type=ComponentType.MACHINE_LEARNING_MODEL, bom_ref=REF_MODEL,
             version=_get(model, "version"), description=_get(model, "description"),
-            licenses=_licenses(_get(model, "license") or (model_card.license_name or
-                                                          model_card.license
-                                                          if model_card else None)),
+            licenses=_licenses(_get(model, "license") or _card_license(model_card)),
             hashes=_hashes(layer.digest) if layer else [], props=props, components=parts,
             external_references=ext,
             pedigree=Pedigree(ancestors=ancestor_comps) if ancestor_comps else None)

@@ -615,3 +615,17 @@ def test_sbom_from_a_remote_registry(registry, tmp_path: Path, kit_home: Path):
     res = CliRunner().invoke(main, ["sbom", ref, "-r", *flags])
     assert res.exit_code == 0, res.output
     assert res.stdout_bytes == local.bom
+
+
+def test_card_licence_other_uses_license_name_and_card_alone_makes_no_model():
+    kit = kf.loads("manifestVersion: 1.0.0\nmodel: {name: m, path: m.bin}\n")
+    card = parse_model_card("---\nlicense: other\nlicense_name: llama3\n---\n")
+    doc = _doc(build_mlbom(kit, manifest_digest=MANIFEST,
+                           layers=_synthetic_layers(kit, ["m.bin"]), model_card=card))
+    assert _by_ref(doc)["model"]["licenses"] == [{"license": {"name": "llama3"}}]
+    no_model = kf.loads("manifestVersion: 1.0.0\ncode: [{path: src}]\n")
+    doc = _doc(build_mlbom(no_model, manifest_digest=MANIFEST,
+                           layers=_synthetic_layers(no_model, ["src/a.py"]), model_card=card))
+    assert "model" not in _by_ref(doc)
+    assert mlbom.check(doc)[0].id == "model" and mlbom.check(doc)[0].status == "missing"
+    assert mlbom.facts(doc)["model"] is None
