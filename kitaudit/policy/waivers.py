@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kitaudit.policy import _yaml
-from kitaudit.policy.loader import NAME_RE, PolicyFileError, Problem
+from kitaudit.policy.loader import NAME_RE, PolicyFileError, Problem, _line
 from kitaudit.policy.model import Waiver
 
 _KEYS = {"rule", "policy", "repository", "digest", "reason", "owner", "expires"}
@@ -95,12 +95,6 @@ def check_waivers_data(data: Any, source: str) -> tuple[list[Waiver], list[Probl
                           expires=expires, repository=patterns["repository"],
                           digest=patterns["digest"], policy=policy, source=source))
     return out, problems
-
-
-def _line(obj: Any, key: str | None = None) -> int:
-    if key is not None and hasattr(obj, "line_of"):
-        return int(obj.line_of(key))
-    return int(getattr(obj, "line", 0))
 
 
 def loads_waivers(text: str, source: str = "<waivers>") -> list[Waiver]:
