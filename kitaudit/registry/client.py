@@ -26,7 +26,7 @@ import httpx
 from kitaudit import mediatypes as mt
 from kitaudit.errors import AuthError, DigestMismatch, NotFound, RegistryError
 from kitaudit.registry.auth import Authenticator, Credentials
-from kitaudit.registry.transport import NetOptions, Transport
+from kitaudit.registry.transport import NetOptions, TLSHandshakeError, Transport
 
 log = logging.getLogger("kitaudit.registry")
 
@@ -61,6 +61,16 @@ def endpoints_from_env() -> dict[str, str]:
             if name.strip() and target.strip():
                 out[name.strip()] = target.strip()
     return out
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost``, ``127.x.y.z`` or ``[::1]``, with or without a port."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
+    name = name.strip("[]")
+    if name == "localhost" or name == "::1":
+        return True
+    parts = name.split(".")
+    return len(parts) == 4 and parts[0] == "127" and all(p.isdigit() for p in parts)
 
 
 def needs_monolithic(host: str) -> bool:
@@ -140,6 +150,9 @@ class RegistryClient:
         self.host = host
         scheme = "http" if self.net.plain_http else "https"
         self.base = f"{scheme}://{host}"
+        # docker's rule for its default insecure registries: a loopback registry that
+        # does not speak TLS is used over plain HTTP.
+        self._http_fallback = not self.net.plain_http and is_loopback(host)
         self.auth = Authenticator(registry, credentials)
         self.monolithic_only = needs_monolithic(registry)
         self.chunk_size = CHUNK_SIZE
@@ -180,9 +193,20 @@ class RegistryClient:
         auth = self.auth.header_for(scope)
         if auth:
             hdrs["Authorization"] = auth
-        resp = self.transport.send(method, url, headers=hdrs, content=content, params=params,
-                                   stream=stream, retry=retry,
-                                   follow_redirects=follow_redirects)
+        try:
+            resp = self.transport.send(method, url, headers=hdrs, content=content,
+                                       params=params, stream=stream, retry=retry,
+                                       follow_redirects=follow_redirects)
+        except TLSHandshakeError:
+            if not (self._http_fallback and url.startswith(self.base)):
+                raise
+            log.info("%s does not speak TLS; using plain HTTP (loopback registry)", self.host)
+            old_base, self.base = self.base, "http://" + self.host
+            self._http_fallback = False
+            url = self.base + url[len(old_base):]
+            resp = self.transport.send(method, url, headers=hdrs, content=content,
+                                       params=params, stream=stream, retry=retry,
+                                       follow_redirects=follow_redirects)
         if resp.status_code == 401:
             challenge = resp.headers.get("WWW-Authenticate", "")
             resp.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 import threading
 import time
@@ -577,9 +578,14 @@ def remote_remove(ref: Any, **net: Any) -> str:
     return digest
 
 
-def remote_list_tags(repo: Any, **net: Any) -> list[tuple[str, dict[str, Any]]]:
+_REFERRER_TAG = re.compile(r"^sha256-[0-9a-f]{64}(\.[a-z]+)?$")
+
+
+def remote_list_tags(repo: Any, *, include_referrer_tags: bool = False,
+                     **net: Any) -> list[tuple[str, dict[str, Any]]]:
     """``(reference, descriptor)`` for every tag of a remote repository
-    (``registry/repository``)."""
+    (``registry/repository``). Referrer tags (``sha256-<hex>`` fallback indexes, cosign's
+    ``.sig``/``.att``) are left out unless ``include_referrer_tags``."""
     from kitaudit.reference import parse
 
     text = str(repo)
@@ -587,6 +593,8 @@ def remote_list_tags(repo: Any, **net: Any) -> list[tuple[str, dict[str, Any]]]:
     out = []
     with open_client(pref.registry, _net(net)) as client:
         for tag in client.list_tags(pref.repository):
+            if not include_referrer_tags and _REFERRER_TAG.match(tag):
+                continue
             desc = client.head_manifest(pref.repository, tag)
             if desc is not None:
                 out.append((f"{pref.registry}/{pref.repository}:{tag}", desc))

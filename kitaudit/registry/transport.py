@@ -198,6 +198,11 @@ class Transport:
             except httpx.TransportError as exc:
                 if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
                     raise RegistryError(f"{method} {_safe_url(url)}: {_describe(exc)}")
+                if isinstance(exc, httpx.ConnectError) and _is_tls_protocol_error(exc):
+                    raise TLSHandshakeError(
+                        f"{request.url.host}:{request.url.port or 443} does not speak TLS "
+                        f"({_describe(exc)})",
+                        fix="pass --plain-http if this registry serves plain HTTP")
                 if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
                     raise RegistryError(
                         f"TLS certificate of {request.url.host} could not be verified",
@@ -230,6 +235,17 @@ class Transport:
                 budget.sleep(delay)
                 continue
             return response
+
+
+class TLSHandshakeError(RegistryError):
+    """The server did not answer the TLS handshake (e.g. it speaks plain HTTP)."""
+
+
+def _is_tls_protocol_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(marker in text for marker in ("WRONG_VERSION_NUMBER", "wrong version number",
+                                             "UNEXPECTED_EOF", "record layer failure",
+                                             "http request", "HTTP_REQUEST"))
 
 
 def _safe_url(url: str) -> str:
