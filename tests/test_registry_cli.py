@@ -49,8 +49,8 @@ def test_runbook_seed_flow(seed_env, registry, tmp_path, monkeypatch):
     out = _run(["push", "--http", "corp-registry/app-model:challenger"])
     assert "Pushed localhost/corp-registry/app-model:challenger" in out
     _run(["push", "--plain-http", "corp-registry/churn-model:beta"])
-    pushed, manifest, _ = remote_manifest("127.0.0.1:%d/corp-registry/app-model:challenger"
-                                          % registry.port, plain_http=True)
+    pushed, manifest, _ = remote_manifest(
+        f"{registry.host}/corp-registry/app-model:challenger", plain_http=True)
     layers = {(d.get("annotations") or {}).get("org.cncf.model.filepath"): d
               for d in manifest["layers"]}
 
