@@ -62,6 +62,50 @@ def inspect(store: Any, ref: str) -> dict[str, Any]:
             "kitfile": kit.kitfile.to_dict(), "manifest": kit.manifest}
 
 
+def inspect_remote(ref: str, **net: Any) -> dict[str, Any]:
+    """``inspect -r``: the same document, read from the registry."""
+    from kitaudit.modelkit import kitfile_from_config
+    from kitaudit.registry.transfer import remote_config, remote_manifest
+
+    desc, manifest, _raw = remote_manifest(full_ref(ref), **net)
+    config = b"{}" if (manifest.get("config") or {}).get("mediaType") == \
+        mt.MODELPACK_CONFIG else remote_config(full_ref(ref), **net)
+    kitfile, _fmt = kitfile_from_config(manifest, config)
+    return {"digest": desc["digest"],
+            "cliVersion": (manifest.get("annotations") or {}).get(mt.ANN_CLI_VERSION, ""),
+            "kitfile": kitfile.to_dict(), "manifest": manifest}
+
+
+def info_remote(ref: str, **net: Any) -> Any:
+    """``info -r``: the Kitfile of a ModelKit in its registry."""
+    from kitaudit.registry.transfer import fetch_kitfile
+
+    return fetch_kitfile(full_ref(ref), **net)[1]
+
+
+def filter_kitfile(kitfile: Any, filters: list[str] | tuple[str, ...]) -> Any:
+    """A copy of ``kitfile`` with only the entries the filters select (``info --filter``)."""
+    import copy
+
+    from kitaudit import filters as flt
+
+    fset = flt.parse_filters(list(filters))
+    out = copy.deepcopy(kitfile)
+    if out.model is not None:
+        if not fset.matches("model", out.model):
+            kept = [p for p in out.model.parts if fset.matches("modelpart", p)]
+            if not kept:
+                out.model = None
+            else:
+                out.model.parts = kept
+    out.datasets = [d for d in out.datasets if fset.matches("dataset", d)]
+    out.code = [c for c in out.code if fset.matches("code", c)]
+    out.docs = [d for d in out.docs if fset.matches("docs", d)]
+    out.prompts = [p for p in out.prompts if fset.matches("prompts", p)]
+    out.mcp_servers = [m for m in out.mcp_servers if fset.matches("mcpservers", m)]
+    return out
+
+
 def info(store: Any, ref: str) -> Any:
     """The Kitfile of a stored ModelKit."""
     return load_from_store(store, full_ref(ref)).kitfile

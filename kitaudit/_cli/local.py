@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from kitaudit._cli._output import emit, output_option, print_json, print_table
+from kitaudit._cli.registry import NetCommand, net_kwargs, network_options
 
 
 def _store():
@@ -24,6 +25,18 @@ def _human_size(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
+
+
+def _remote_option():
+    return click.option("-r", "--remote", is_flag=True,
+                        help="Work on the registry instead of the local store.")
+
+
+def _is_remote_registry(ref: str) -> bool:
+    from kitaudit.reference import parse
+
+    return parse(ref.split("@", 1)[0])[0].registry != "localhost" if not ref.startswith(
+        "sha256:") else False
 
 
 def _filter_option():
@@ -59,7 +72,10 @@ def pack(directory, kitfile_path, tags, compression, layer_format, use_model_pac
         if output != "json":
             click.echo(f"Saving {kind} layer: {path}", err=True)
 
+    from kitaudit.registry.transfer import fetch_kitfile
+
     result = packmod.pack(directory, kitfile_path=kitfile_path, tags=tags,
+                          remote=fetch_kitfile,
                           compression=compression, layer_format=layer_format,
                           use_model_pack=use_model_pack, sbom=not no_sbom,
                           sbom_spec=sbom_spec, model_card=model_card, store=_store(),
@@ -102,13 +118,31 @@ def unpack(ref, directory, filters, overwrite, ignore_existing, output):
     emit(output, result.to_dict(), human)
 
 
-@click.command(name="list")
+@click.command(name="list", cls=NetCommand)
 @click.argument("repository", required=False)
+@_remote_option()
+@click.option("--local", "local_only", is_flag=True,
+              help="Only the local store, even for a repository on a registry.")
+@network_options
 @output_option()
-def list_(repository, output):
-    """List ModelKits in the local store (optionally one REPOSITORY)."""
+def list_(repository, remote, local_only, output, **params):
+    """List ModelKits in the local store, or the tags of REPOSITORY.
+
+    As with kit, a REPOSITORY on a registry other than localhost is listed from the
+    registry (use --local for the local store's copies)."""
     from kitaudit import local
 
+    net = net_kwargs(params)
+    if repository and not local_only and (remote or _is_remote_registry(repository)):
+        from kitaudit.registry.transfer import remote_list_tags
+
+        tags = remote_list_tags(repository, **net)
+        rows = [{"repository": n.rsplit(":", 1)[0], "tag": n.rsplit(":", 1)[1],
+                 "digest": d["digest"], "mediaType": d.get("mediaType", "")} for n, d in tags]
+        emit(output, rows, lambda: print_table(
+            ["REPOSITORY", "TAG", "DIGEST"],
+            [[r["repository"], r["tag"], r["digest"]] for r in rows]))
+        return
     rows = local.list_modelkits(_store(), repository)
     emit(output, rows, lambda: print_table(
         ["REPOSITORY", "TAG", "MAINTAINER", "NAME", "SIZE", "DIGEST"],
@@ -116,39 +150,54 @@ def list_(repository, output):
           r["digest"]] for r in rows]))
 
 
-@click.command()
+@click.command(cls=NetCommand)
 @click.argument("ref")
+@_remote_option()
+@network_options
 @output_option(default="json", choices=("json",))
-def inspect(ref, output):
+def inspect(ref, remote, output, **params):
     """Print the manifest, digest and Kitfile of REF (JSON)."""
     from kitaudit import local
 
-    print_json(local.inspect(_store(), ref))
+    net = net_kwargs(params)
+    print_json(local.inspect_remote(ref, **net) if remote else local.inspect(_store(), ref))
 
 
-@click.command()
+@click.command(cls=NetCommand)
 @click.argument("ref")
 @_filter_option()
+@_remote_option()
+@network_options
 @output_option(default="yaml", choices=("yaml", "json"))
-def info(ref, filters, output):
-    """Print the Kitfile of REF."""
+def info(ref, filters, remote, output, **params):
+    """Print the Kitfile of REF (--filter keeps only the matching sections)."""
     from kitaudit import local
 
-    kitfile = local.info(_store(), ref)
+    net = net_kwargs(params)
+    kitfile = local.info_remote(ref, **net) if remote else local.info(_store(), ref)
+    if filters:
+        kitfile = local.filter_kitfile(kitfile, filters)
     if output == "json":
         print_json(kitfile.to_dict())
     else:
         click.echo(kitfile.to_yaml(), nl=False)
 
 
-@click.command()
+@click.command(cls=NetCommand)
 @click.argument("source")
 @click.argument("dest")
-def tag(source, dest):
+@_remote_option()
+@network_options
+def tag(source, dest, remote, **params):
     """Tag a ModelKit: `tag SRC DEST`, or the short form `tag NEWTAG REF` which adds
-    NEWTAG to the repository of REF, pointing at what REF points at."""
-    from kitaudit import local
+    NEWTAG to the repository of REF, pointing at what REF points at.
 
+    Works on the local store when SRC is there; otherwise (or with -r) on the registry,
+    by a manifest PUT alone (no blob is transferred)."""
+    from kitaudit import local
+    from kitaudit.errors import NotFound
+
+    net = net_kwargs(params)
     if "/" not in source and ":" not in source and "@" not in source and (
             "/" in dest or ":" in dest):
         # short form: tag NEWTAG REF
@@ -156,22 +205,43 @@ def tag(source, dest):
         base = ref.split("@", 1)[0]
         repo = base.rsplit(":", 1)[0] if ":" in base.rsplit("/", 1)[-1] else base
         source, dest = ref, f"{repo}:{newtag}"
-    digest = local.tag(_store(), source, dest)
-    click.echo(f"Tagged {dest} → {digest}")
+    if not remote:
+        try:
+            digest = local.tag(_store(), source, dest)
+            click.echo(f"Tagged {dest} → {digest}")
+            return
+        except NotFound:
+            if not _is_remote_registry(source):
+                raise
+    from kitaudit.registry.transfer import remote_tag
+
+    result = remote_tag(local.full_ref(source), local.full_ref(dest), **net)
+    click.echo(f"Tagged {result['reference']} → {result['digest']} (on the registry)")
 
 
-@click.command()
+@click.command(cls=NetCommand)
 @click.argument("ref", required=False)
 @click.option("-a", "--all", "all_", is_flag=True,
               help="Remove all untagged ModelKits (with --force: every ModelKit).")
 @click.option("-f", "--force", is_flag=True,
               help="Remove the ModelKit even if other tags point at it.")
+@_remote_option()
+@network_options
 @output_option(default="text", choices=("text", "json"))
-def remove(ref, all_, force, output):
-    """Remove a ModelKit (by tag or digest) from the local store."""
+def remove(ref, all_, force, remote, output, **params):
+    """Remove a ModelKit (by tag or digest) from the local store, or with -r from the
+    registry (the manifest is deleted, with every tag pointing at it)."""
     from kitaudit import local
 
-    removed = local.remove(_store(), ref, all_=all_, force=force)
+    net = net_kwargs(params)
+    if remote:
+        if not ref:
+            raise click.UsageError("remove -r needs a reference")
+        from kitaudit.registry.transfer import remote_remove
+
+        removed = [remote_remove(local.full_ref(ref), **net)]
+    else:
+        removed = local.remove(_store(), ref, all_=all_, force=force)
     emit(output, {"removed": removed},
          lambda: [click.echo(f"Removed {r}") for r in removed] or None)
 
