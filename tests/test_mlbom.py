@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kitaudit import kitfile as kf
 from kitaudit import mlbom
@@ -629,3 +631,39 @@ def test_card_licence_other_uses_license_name_and_card_alone_makes_no_model():
     assert "model" not in _by_ref(doc)
     assert mlbom.check(doc)[0].id == "model" and mlbom.check(doc)[0].status == "missing"
     assert mlbom.facts(doc)["model"] is None
+
+
+_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
+_json = st.recursive(st.none() | st.booleans() | st.integers() | _text |
+                     st.floats(allow_nan=False, allow_infinity=False),
+                     lambda kids: st.lists(kids, max_size=3) |
+                     st.dictionaries(_text, kids, max_size=3), max_leaves=8)
+
+
+@settings(max_examples=15, deadline=None)
+@given(name=_text, description=_text, licence=_text | st.sampled_from(
+           ["MIT", "apache-2.0", "MIT OR Apache-2.0", "GPL-3.0-only WITH Classpath-exception-2.0",
+            "other", "LicenseRef-x"]),
+       params=_json, authors=st.lists(_text, max_size=3), card_text=_text)
+def test_any_kitfile_values_give_a_valid_deterministic_bom(name, description, licence, params,
+                                                          authors, card_text):
+    """Free-text Kitfile fields, licences and parameters never break schema validity."""
+    from kitaudit.kitfile import Dataset, Kitfile, Model, Package
+
+    kit = Kitfile(manifest_version="1.0.0",
+                  package=Package(name=name, description=description, license=licence,
+                                  authors=authors),
+                  model=Model(name=name, path="m.bin", license=licence, parameters=params,
+                              description=description),
+                  datasets=[Dataset(name=name, path="d", license=licence, parameters=params,
+                                    description=description)])
+    card = parse_model_card(f"---\nlicense: {json.dumps(licence)}\n---\n## Limitations\n"
+                            f"{card_text}\n")
+    layers = _synthetic_layers(kit, ["m.bin", "d/x"])
+    a = build_mlbom(kit, manifest_digest=MANIFEST, layers=layers, model_card=card,
+                    reference="localhost/p:v1")
+    assert a == build_mlbom(kit, manifest_digest=MANIFEST, layers=layers, model_card=card,
+                            reference="localhost/p:v1")
+    assert mlbom.validate(a) == []
+    mlbom.check(_doc(a))
+    mlbom.facts(_doc(a))
