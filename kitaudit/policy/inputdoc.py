@@ -100,21 +100,32 @@ def _type_name(value: Any) -> str:
 
 
 def _plain(value: Any, path: str) -> Any:
-    """Copy ``value`` into plain JSON types that CEL accepts (tuples become lists)."""
-    if value is None or isinstance(value, bool | str | float):
+    """Copy ``value`` into plain JSON types that CEL accepts (tuples become lists).
+
+    ``path`` is only used in error messages (the nearest documented key)."""
+    t = type(value)
+    if t is str or t is bool or t is int or t is float or value is None:
         return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, dict):
+    if t is dict:
         out = {}
         for k, v in value.items():
-            if not isinstance(k, str):
+            if type(k) is not str:
                 raise PolicyError(f"input document: {path}: map key {k!r} is not a string",
                                   fix="input documents are JSON objects")
-            out[k] = _plain(v, f"{path}.{k}" if path else k)
+            out[k] = _plain(v, path)
         return out
-    if isinstance(value, list | tuple):
-        return [_plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if t is list or t is tuple:
+        return [_plain(v, path) for v in value]
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, Mapping):
+        return _plain(dict(value), path)
     if isinstance(value, _dt.datetime):
         return _rfc3339(value)
     raise PolicyError(f"input document: {path}: unsupported value of type "
@@ -154,61 +165,94 @@ def _fresh(default: Any) -> Any:
     return default
 
 
-def _merge(default: Any, value: Any, path: str) -> Any:
-    """Check ``value`` against ``default``'s type and fill missing keys, in one pass that
-    also copies ``value`` into plain JSON types."""
+class _Node:
+    """One documented key: its default, type and children (compiled from _DEFAULTS)."""
+
+    __slots__ = ("children", "default", "item", "kind", "path")
+
+    def __init__(self, path: str, default: Any) -> None:
+        self.path = path
+        self.default = default
+        self.children: dict[str, _Node] = {}
+        self.item: _Node | None = None
+        if path in _FREE_FORM:
+            self.kind = "free-map" if isinstance(default, dict) else "free"
+        elif isinstance(default, dict):
+            self.kind = "map"
+            self.children = {k: _Node(f"{path}.{k}" if path else k, v)
+                             for k, v in default.items()}
+        elif isinstance(default, list):
+            self.kind = "list"
+            item = _ITEM_DEFAULTS.get(f"{path}[]")
+            self.item = _Node(f"{path}[]", item) if item is not None else None
+        else:
+            self.kind = type(default).__name__  # bool, int, float, str
+
+
+def _bad(node: _Node, expected: str, value: Any) -> PolicyError:
+    return PolicyError(f"input document: {node.path}: expected {expected}, "
+                       f"got {_type_name(value)}")
+
+
+def _merge(node: _Node, value: Any) -> Any:
+    """Check ``value`` against the documented type and fill missing keys, in one pass
+    that also copies ``value`` into plain JSON types."""
     if value is None:
-        return _fresh(default)
-    if path in _FREE_FORM:
-        if isinstance(default, dict):
-            if not isinstance(value, dict):
-                raise PolicyError(f"input document: {path}: expected map, "
-                                  f"got {_type_name(value)}")
-            return {**_fresh(default), **_plain(value, path)}
-        return _plain(value, path)
-    if isinstance(default, dict):
-        if not isinstance(value, dict):
-            raise PolicyError(f"input document: {path}: expected map, got {_type_name(value)}")
+        return _fresh(node.default)
+    kind = node.kind
+    t = type(value)
+    if kind == "str":
+        if t is str:
+            return value
+        if isinstance(value, str):
+            return str(value)
+        raise _bad(node, "string", value)
+    if kind == "map":
+        if t is not dict and not isinstance(value, dict):
+            raise _bad(node, "map", value)
+        children = node.children
         out = {}
         for key, sub in value.items():
-            sub_path = f"{path}.{key}" if path else str(key)
-            if key in default:
-                out[key] = _merge(default[key], sub, sub_path)
+            child = children.get(key)
+            if child is not None:
+                out[key] = _merge(child, sub)
+            elif type(key) is str:
+                out[key] = _plain(sub, f"{node.path}.{key}" if node.path else key)
             else:
-                if not isinstance(key, str):
-                    raise PolicyError(f"input document: {path}: map key {key!r} is not a "
-                                      "string", fix="input documents are JSON objects")
-                out[key] = _plain(sub, sub_path)
-        for key, dval in default.items():
-            if key not in out:
-                out[key] = _fresh(dval)
+                raise PolicyError(f"input document: {node.path}: map key {key!r} is not a "
+                                  "string", fix="input documents are JSON objects")
+        if len(out) != len(children):
+            for key, child in children.items():
+                if key not in out:
+                    out[key] = _fresh(child.default)
         return out
-    if isinstance(default, list):
-        if not isinstance(value, list | tuple):
-            raise PolicyError(f"input document: {path}: expected list, got {_type_name(value)}")
-        item_default = _ITEM_DEFAULTS.get(f"{path}[]")
-        if item_default is None:
-            return _plain(value, path)
-        return [_merge(item_default, item, f"{path}[]") for item in value]
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise PolicyError(f"input document: {path}: expected bool, got {_type_name(value)}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise PolicyError(f"input document: {path}: expected number, "
-                              f"got {_type_name(value)}")
-        return float(value)
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise PolicyError(f"input document: {path}: expected int, got {_type_name(value)}")
-        return value
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise PolicyError(f"input document: {path}: expected string, "
-                              f"got {_type_name(value)}")
-        return value
-    return _plain(value, path)
+    if kind == "list":
+        if t is not list and not isinstance(value, list | tuple):
+            raise _bad(node, "list", value)
+        item = node.item
+        if item is None:
+            return _plain(value, node.path)
+        return [_merge(item, v) for v in value]
+    if kind == "bool":
+        if t is bool:
+            return value
+        raise _bad(node, "bool", value)
+    if kind == "int":
+        if t is int or (isinstance(value, int) and not isinstance(value, bool)):
+            return int(value)
+        raise _bad(node, "int", value)
+    if kind == "float":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise _bad(node, "number", value)
+    if kind == "free-map":
+        if not isinstance(value, dict):
+            raise _bad(node, "map", value)
+        return {**_fresh(node.default), **_plain(value, node.path)}
+    return _plain(value, node.path)
+
+
+_SCHEMA = _Node("", _DEFAULTS)
 
 
 def normalize_input(doc: Mapping[str, Any], *, params: Mapping[str, Any] | None = None,
@@ -235,7 +279,7 @@ def normalize_input(doc: Mapping[str, Any], *, params: Mapping[str, Any] | None 
                           f"got {_type_name(raw_now)}")
     if params is not None:
         plain["params"] = params
-    out = _merge(_DEFAULTS, plain, "")
+    out = _merge(_SCHEMA, plain)
     sbom = out["sbom"]
     if not sbom["verified"]:
         # Content of an unverified ML-BOM never reaches a policy.
