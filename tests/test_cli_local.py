@@ -33,7 +33,7 @@ def test_pack_list_inspect_info(cli):
     packed = json.loads(out.stdout)
     assert packed["tags"] == ["localhost/corp-registry/app-model:challenger"]
     assert [layer["kind"] for layer in packed["layers"]] == [
-        "model", "code", "dataset", "dataset", "docs"]
+        "model", "code", "code", "dataset", "dataset", "docs"]
     rows = json.loads(cli("list", "--output", "json").stdout)
     assert rows[0]["digest"] == packed["digest"] and rows[0]["name"] == "churn-model"
     inspected = json.loads(cli("inspect", "corp-registry/app-model:challenger").stdout)

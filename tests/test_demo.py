@@ -1,0 +1,22 @@
+"""The README's main command, end to end, on a temporary home."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from kitaudit._cli import main
+
+
+def test_demo_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("KITAUDIT_HOME", str(tmp_path / "unused"))
+    result = CliRunner().invoke(main, ["demo", "--home", str(tmp_path / "demo"),
+                                       "--report-dir", str(tmp_path / "report"),
+                                       "--output", "json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    steps = [s["step"] for s in data["steps"]]
+    assert steps[:5] == ["train", "pack", "generate-key-pair", "sign", "tag"]
+    assert data["digest"].startswith("sha256:")
+    assert (tmp_path / "demo" / "cosign.pub").is_file()
