@@ -1143,6 +1143,35 @@ def pack_layer_facts(packed_layers: Iterable[Any]) -> list[LayerFacts]:
     return out
 
 
+def _kitignored(root: Any, relpath: str, kitfile: Any) -> bool:
+    """Would pack leave ``relpath`` out because of ``.kitignore``? A path named by a
+    Kitfile entry is always packed; inside a directory entry the file and each
+    directory on the way are tested, as pack's walker does."""
+    from kitaudit.ignore import IgnoreMatcher
+
+    ignore_file = root / ".kitignore"
+    if not ignore_file.is_file():
+        return False
+    entries = {_clean_path(str(_get(e, "path") or "")) for _k, e in _kitfile_entries(kitfile)}
+    if relpath in entries:
+        return False
+    holders = [e for e in entries if _within(relpath, e)]
+    if not holders:
+        return False   # not in any layer at all: build_mlbom sees that from the layers
+    start = max(0 if e == "." else e.count("/") + 1 for e in holders)
+    matcher = IgnoreMatcher.from_file(ignore_file)
+    parts = relpath.split("/")
+    for i in range(start + 1, len(parts)):
+        if matcher.ignored("/".join(parts[:i]), True):
+            return True
+    return matcher.ignored(relpath, False)
+
+
+def _kitfile_entries(kitfile: Any) -> list[tuple[str, Any]]:
+    local_entries = getattr(kitfile, "local_entries", None)
+    return list(local_entries()) if callable(local_entries) else []
+
+
 def context_model_card(kitfile: Any, context: str | os.PathLike[str],
                        model_card: str | os.PathLike[str] | None = None) -> ModelCard | None:
     """The model card pack uses: ``model_card`` if given (malformed front matter is an
@@ -1157,8 +1186,12 @@ def context_model_card(kitfile: Any, context: str | os.PathLike[str],
     root = Path(context).resolve()
 
     def rel(p: Path) -> str | None:
+        """Context-relative path of a card pack puts in the ModelKit, else None."""
         p = p.resolve()
-        return p.relative_to(root).as_posix() if root in p.parents else None
+        if root not in p.parents:
+            return None
+        relpath = p.relative_to(root).as_posix()
+        return None if _kitignored(root, relpath, kitfile) else relpath
 
     if model_card is not None:
         path = Path(model_card)

@@ -667,3 +667,25 @@ def test_any_kitfile_values_give_a_valid_deterministic_bom(name, description, li
     assert mlbom.validate(a) == []
     mlbom.check(_doc(a))
     mlbom.facts(_doc(a))
+
+
+def test_kitignored_card_gives_no_model_card_reference(tmp_path: Path):
+    from kitaudit.pack import pack
+
+    ctx = tmp_path / "ctx"
+    (ctx / "docs" / "sub").mkdir(parents=True)
+    (ctx / "m.bin").write_text("w")
+    (ctx / "docs" / "MODEL_CARD.md").write_text("---\nlicense: mit\n---\n## Limitations\nx\n")
+    (ctx / "docs" / "other.txt").write_text("o")
+    (ctx / "Kitfile").write_text("manifestVersion: 1.0.0\nmodel: {name: m, path: m.bin}\n"
+                                 "docs: [{path: docs}]\n")
+    (ctx / ".kitignore").write_text("**/*.md\n")
+    store = Store(tmp_path / "store")
+    pack(ctx, tags=["ign:v1"], store=store)
+    model = _by_ref(mlbom.load_mlbom("ign:v1", store=store).json())["model"]
+    assert "externalReferences" not in model          # the card is not in the ModelKit
+    assert model["licenses"] == [{"license": {"id": "MIT"}}]   # its facts still count
+    (ctx / ".kitignore").write_text("docs/sub\n")
+    pack(ctx, tags=["ign:v2"], store=store)
+    model = _by_ref(mlbom.load_mlbom("ign:v2", store=store).json())["model"]
+    assert model["externalReferences"][0]["url"] == "docs/MODEL_CARD.md"
