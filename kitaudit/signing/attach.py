@@ -146,17 +146,15 @@ def attach_local(store: Any, refs: list[SignedReferrer], docker_reference: str
     return out
 
 
-def _local_sbom(store: Any, subject: str) -> bytes | None:
-    from kitaudit.mediatypes import CYCLONEDX_JSON
+def _local_sbom(store: Any, name: str, subject: str) -> bytes | None:
+    """The ML-BOM stored as a referrer of ``subject`` (kitaudit.mlbom picks among several)."""
+    from kitaudit import mlbom
 
-    for rdesc in store.referrers(subject, CYCLONEDX_JSON):
-        raw = store.read_blob(rdesc["digest"])
-        try:
-            layers = json.loads(raw)["layers"]
-            return bytes(store.read_blob(layers[0]["digest"]))
-        except (ValueError, KeyError, IndexError, TypeError):
-            continue
-    return None
+    try:
+        stored = mlbom.load_mlbom(f"{name}@{subject}", store=store)
+    except NotFound:
+        return None
+    return bytes(stored.bom)
 
 
 def sign_local(store: Any, ref: str, signer: Signer, *, signature_format: str = "bundle",
@@ -168,7 +166,7 @@ def sign_local(store: Any, ref: str, signer: Signer, *, signature_format: str = 
     name = str(parsed) if parsed.digest is None else parsed.digest
     desc = store.resolve(name)
     subject = {"mediaType": desc["mediaType"], "size": desc["size"], "digest": desc["digest"]}
-    sbom = _local_sbom(store, desc["digest"])
+    sbom = _local_sbom(store, parsed.name, desc["digest"])
     refs, journal, reused = sign_with_journal(subject, sbom, signer,
                                               signature_format=signature_format,
                                               docker_reference=parsed.name, created=created)
