@@ -485,7 +485,6 @@ def build_mlbom(kitfile: Any, *, manifest_digest: str | None, layers: Sequence[L
 
     # ---- components
     top: list[Any] = []
-    by_ref: dict[str, Any] = {}
     parts: list[Any] = []
     dataset_refs: list[tuple[str, str | None]] = []
     files_for: dict[str, list[FileFacts]] = {}
@@ -551,7 +550,6 @@ def build_mlbom(kitfile: Any, *, manifest_digest: str | None, layers: Sequence[L
                               bom_ref=entry.ref, description=description,
                               licenses=_licenses(_get(d, "license")), hashes=hashes, props=props)
             top.append(comp)
-        by_ref[entry.ref] = comp
 
     for layer in leftovers:   # layers the Kitfile does not describe: still hashed
         ref = f"layer:{layer.digest}"
@@ -562,7 +560,6 @@ def build_mlbom(kitfile: Any, *, manifest_digest: str | None, layers: Sequence[L
         if layer.kind in ("model", "modelpart") and layer.files:
             files_for[ref] = layer.files
         top.append(comp)
-        by_ref[ref] = comp
 
     # ---- the model
     model_comp = None
@@ -603,7 +600,6 @@ def build_mlbom(kitfile: Any, *, manifest_digest: str | None, layers: Sequence[L
             external_references=ext,
             pedigree=Pedigree(ancestors=ancestor_comps) if ancestor_comps else None)
         top.insert(0, model_comp)
-        by_ref[REF_MODEL] = model_comp
 
     # ---- the package
     pkg_name = _get(package, "name") or _get(model, "name")
