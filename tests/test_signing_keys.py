@@ -212,3 +212,21 @@ def test_loader_never_crashes(data):
         keys.load_private_key(data, password="x")
     except SigningError:
         pass
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+                     lambda c: st.lists(c, max_size=3)
+                     | st.dictionaries(st.sampled_from(["kdf", "cipher", "ciphertext", "name",
+                                                        "params", "salt", "nonce", "N", "r",
+                                                        "p"]), c, max_size=4), max_leaves=15)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_json)
+def test_cosign_envelope_parser_never_crashes(doc):
+    """Arbitrary JSON inside an ENCRYPTED SIGSTORE PRIVATE KEY block: SigningError only."""
+    pem = (b"-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n"
+           + base64.encodebytes(json.dumps(doc).encode())
+           + b"-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n")
+    with pytest.raises(SigningError):
+        keys.load_private_key(pem, password="x")
