@@ -207,3 +207,24 @@ def test_sign_remote_referrers_api(kit_home, keypair, registry, fault_proxy):
     result = sign_reference(ref, KeySigner.from_file(str(keypair[0])), **proxy.net)
     assert [a["method"] for a in result.attached] == ["api", "api"]
     assert result.subject == kit.digest
+
+
+@pytest.mark.registry
+def test_cli_sign_remote(kit_home, keypair, registry):
+    from kitaudit.registry.transfer import push
+    from kitaudit.store import default_store
+
+    store = default_store()
+    ref = f"{registry.host}/sign/cli:v1"
+    kit = _kit(store, ref, "cli")
+    push(ref, store=store, progress="none", **registry.net)
+    runner = CliRunner()
+    res = runner.invoke(main, ["sign", ref, "--key", str(keypair[0]), "--remote",
+                               "--plain-http", "--output", "json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["location"] == "remote" and out["subject"] == kit.digest
+    assert [a["method"] for a in out["attached"]] == ["fallback", "fallback"]
+    res = runner.invoke(main, ["sign", f"{registry.host}/sign/absent:v1", "--key",
+                               str(keypair[0]), "--plain-http"])
+    assert res.exit_code == 2 and "not found" in res.output

@@ -284,3 +284,16 @@ def test_verify_legacy_layers_key_based(signer):
     with pytest.raises(VerificationError):
         verify_legacy_layer(forged, out[2].blobs[sig_layer["digest"]], expected_digest=DIGEST,
                             policy=policy)
+
+
+@pytest.mark.parametrize("curve,hash_cls", [(ec.SECP384R1(), hashes.SHA384),
+                                            (ec.SECP521R1(), hashes.SHA512)])
+def test_other_curves_use_their_hash(curve, hash_cls):
+    s = KeySigner(keys.LoadedKey(ec.generate_private_key(curve), "k.pem"))
+    (ref,) = sign_modelkit(DIGEST, SUBJECT, sbom=None, signer=s)
+    env = json.loads(ref.bundle_bytes)["dsseEnvelope"]
+    payload = base64.b64decode(env["payload"])
+    s.key.public_key.verify(base64.b64decode(env["signatures"][0]["sig"]),
+                            pae(env["payloadType"], payload), ec.ECDSA(hash_cls()))
+    assert verify_bundle(ref.bundle_bytes, expected_digest=DIGEST,
+                         policy=SignerPolicy(keys=(s.key.public_key,))).kind == "key"
