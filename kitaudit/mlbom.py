@@ -54,8 +54,10 @@ __all__ = [
     "convert_spec",
     "facts",
     "load_mlbom",
+    "manifest_mismatches",
     "oci_purl",
     "pack_layer_facts",
+    "sbom_input",
     "store_mlbom",
     "validate",
 ]
@@ -833,6 +835,8 @@ def facts(bom: dict[str, Any]) -> dict[str, Any]:
     all_licenses: set[str] = set()
     for c in [pkg, *comps]:
         all_licenses.update(_license_strings(c))
+        for anc in (c.get("pedigree") or {}).get("ancestors") or []:
+            all_licenses.update(_license_strings(anc))
 
     model_facts: dict[str, Any] | None = None
     ancestors: list[dict[str, Any]] = []
@@ -1341,3 +1345,196 @@ def convert_spec(bom: bytes, spec: str) -> bytes:
     doc["$schema"] = f"http://cyclonedx.org/schema/bom-{spec}.schema.json"
     return json.dumps(doc, sort_keys=True, ensure_ascii=False,
                       separators=(",", ":")).encode("utf-8")
+
+
+# --------------------------------------------------------------------------- policy input
+
+def _hash_map(comp: dict[str, Any]) -> dict[str, str]:
+    return {str(h["alg"]): str(h["content"]) for h in comp.get("hashes") or []
+            if isinstance(h, dict) and h.get("alg") and h.get("content")}
+
+
+def _one_license(comp: dict[str, Any]) -> str:
+    """One licence string: the id/name/expression, several joined with `` AND ``."""
+    values = _license_strings(comp)
+    if len(values) > 1:
+        return " AND ".join(f"({v})" if " " in v else v for v in values)
+    return values[0] if values else ""
+
+
+def _names(parties: Any) -> list[str]:
+    out = []
+    for party in parties or []:
+        if not isinstance(party, dict):
+            continue
+        for key in ("organization", "contact"):
+            name = (party.get(key) or {}).get("name") if isinstance(party.get(key), dict) \
+                else None
+            if name:
+                out.append(str(name))
+                break
+    return out
+
+
+def _oci_reference(purl: str | None) -> str:
+    """``registry/repo:tag`` (or ``@digest``) from a ``pkg:oci`` purl, else ``""``."""
+    if not purl or not purl.startswith("pkg:oci/"):
+        return ""
+    from urllib.parse import parse_qs, unquote
+
+    head, _, query = _normalise_purl(purl).partition("?")
+    qs = {k: v[0] for k, v in parse_qs(query).items()}
+    repo = unquote(qs.get("repository_url", ""))
+    if not repo:
+        return ""
+    if qs.get("tag"):
+        return f"{repo}:{qs['tag']}"
+    digest = _purl_digest(head)
+    return f"{repo}@{digest}" if digest else repo
+
+
+def sbom_input(bom: dict[str, Any]) -> dict[str, Any]:
+    """The ``sbom`` content of the policy input document (docs/policy.md): the keys
+    ``spec_version``, ``licenses``, ``model``, ``datasets``, ``ancestors`` and
+    ``completeness``. verify adds ``present``, ``verified``, ``digest``, ``signed_by``,
+    ``matches_manifest`` and ``mismatches`` (see :func:`manifest_mismatches`)."""
+    comps = _components_of(bom)
+    model = _model_of(bom)
+    licenses: set[str] = set()
+    pkg = (bom.get("metadata") or {}).get("component") or {}
+    for c in [pkg, *comps]:
+        licenses.update(_license_strings(c))
+        for anc in (c.get("pedigree") or {}).get("ancestors") or []:
+            licenses.update(_license_strings(anc))
+
+    model_doc: dict[str, Any] = {"name": "", "version": "", "license": "", "purl": "",
+                                 "hashes": {}, "card": {}}
+    ancestors: list[dict[str, Any]] = []
+    if model is not None:
+        mc = model.get("modelCard") or {}
+        mp = mc.get("modelParameters") or {}
+        cons = mc.get("considerations") or {}
+        qa = mc.get("quantitativeAnalysis") or {}
+        datasets = []
+        for d in mp.get("datasets") or []:
+            if isinstance(d, dict) and (d.get("ref") or d.get("name")):
+                datasets.append(str(d.get("ref") or d.get("name")))
+        model_doc = {
+            "name": model.get("name") or "", "version": model.get("version") or "",
+            "license": _one_license(model), "purl": model.get("purl") or "",
+            "hashes": _hash_map(model),
+            "card": {
+                "approach": (mp.get("approach") or {}).get("type") or "",
+                "task": mp.get("task") or "",
+                "architecture_family": mp.get("architectureFamily") or "",
+                "architecture": mp.get("modelArchitecture") or "",
+                "intended_use": list(cons.get("useCases") or []),
+                "users": list(cons.get("users") or []),
+                "limitations": list(cons.get("technicalLimitations") or []),
+                "tradeoffs": list(cons.get("performanceTradeoffs") or []),
+                "metrics": [{"type": str(m.get("type") or ""), "value": str(m.get("value") or ""),
+                             "slice": str(m.get("slice") or "")}
+                            for m in qa.get("performanceMetrics") or [] if isinstance(m, dict)],
+                "fairness": list(cons.get("fairnessAssessments") or []),
+                "ethical_considerations": list(cons.get("ethicalConsiderations") or []),
+                "energy": list((cons.get("environmentalConsiderations") or {})
+                               .get("energyConsumptions") or []),
+                "datasets": datasets,
+            },
+        }
+        for anc in (model.get("pedigree") or {}).get("ancestors") or []:
+            purl = anc.get("purl") or ""
+            digest = _purl_digest(purl) or (
+                "sha256:" + str(_sha256_of(anc)) if _sha256_of(anc) else "")
+            ancestors.append({"name": anc.get("name") or "", "version": anc.get("version") or "",
+                              "purl": _normalise_purl(purl), "reference": _oci_reference(purl),
+                              "digest": digest, "license": _one_license(anc)})
+
+    datasets_doc = []
+    for c in comps:
+        if c.get("type") != "data":
+            continue
+        data = next((d for d in c.get("data") or [] if isinstance(d, dict)), {})
+        url = (data.get("contents") or {}).get("url") or next(
+            (r.get("url") for r in c.get("externalReferences") or []
+             if isinstance(r, dict) and r.get("type") in ("distribution", "vcs")), "")
+        source = ((c.get("supplier") or {}).get("name") or c.get("publisher")
+                  or next((a.get("name") for a in c.get("authors") or []
+                           if isinstance(a, dict) and a.get("name")), "") or "")
+        gov = data.get("governance") or {}
+        classification = data.get("classification") or ""
+        datasets_doc.append({
+            "name": c.get("name") or "", "version": c.get("version") or "",
+            "license": _one_license(c), "hashes": _hash_map(c),
+            "classification": classification if isinstance(classification, str) else "",
+            "provenance": {"url": url or "", "source": source},
+            "governance": {k: _names(gov.get(k)) for k in ("owners", "custodians", "stewards")},
+            "sensitive_data": [str(s) for s in data.get("sensitiveData") or []],
+        })
+    findings = check(bom)
+    return {
+        "spec_version": str(bom.get("specVersion") or ""),
+        "licenses": sorted(licenses),
+        "model": model_doc,
+        "datasets": datasets_doc,
+        "ancestors": ancestors,
+        "completeness": {
+            "score": completeness(findings) / 100.0,
+            "missing": [f.id for f in findings if f.status == "missing"],
+            "partial": [f.id for f in findings if f.status == "partial"],
+        },
+    }
+
+
+def manifest_mismatches(bom: dict[str, Any], manifest: dict[str, Any], *,
+                        manifest_digest: str | None = None,
+                        kitfile: Any = None) -> list[str]:
+    """Differences between an ML-BOM and the ModelKit it claims to describe, one line
+    each (empty = it matches): every manifest layer digest must be a layer of the BOM
+    and vice versa, the package purl (if any) must name ``manifest_digest``, and the
+    Kitfile's model, datasets, code and docs must be the BOM's components."""
+    out: list[str] = []
+    comps = _components_of(bom)
+    bom_layers: dict[str, dict[str, Any]] = {}
+    for c in comps:
+        digest = _prop_value(c, "layer.digest")
+        if digest:
+            bom_layers[digest] = c
+    man_layers = [d for d in manifest.get("layers") or [] if isinstance(d, dict)]
+    man_digests = {d.get("digest") for d in man_layers}
+    for desc in man_layers:
+        if desc.get("digest") not in bom_layers:
+            path = (desc.get("annotations") or {}).get("org.cncf.model.filepath")
+            where = f" ({path})" if path else ""
+            out.append(f"layer {desc.get('digest')}{where} is not in the ML-BOM")
+    for digest, comp in sorted(bom_layers.items()):
+        if digest not in man_digests:
+            out.append(f"the ML-BOM lists layer {digest} ({comp.get('name')}) that the "
+                       "manifest does not have")
+        elif _sha256_of(comp) and "sha256:" + str(_sha256_of(comp)) != digest:
+            out.append(f"component {comp.get('name')} hash differs from its layer digest")
+    pkg = (bom.get("metadata") or {}).get("component") or {}
+    purl_digest = _purl_digest(pkg.get("purl"))
+    if manifest_digest and purl_digest and purl_digest != manifest_digest:
+        out.append(f"the ML-BOM describes {purl_digest}, not {manifest_digest}")
+    if kitfile is not None:
+        kf = _as_dict(kitfile)
+        model = _get(kf, "model")
+        bom_model = _model_of(bom)
+        if model and bom_model is None:
+            out.append("the Kitfile has a model; the ML-BOM has no machine-learning-model")
+        elif bom_model is not None and not model:
+            out.append("the ML-BOM has a model; the Kitfile has none")
+        elif model and bom_model is not None and _get(model, "name") and \
+                _get(model, "name") != bom_model.get("name"):
+            out.append(f"model name {bom_model.get('name')!r} in the ML-BOM, "
+                       f"{_get(model, 'name')!r} in the Kitfile")
+        for kind, key in (("dataset", ("datasets",)), ("code", ("code",)),
+                          ("docs", ("docs",))):
+            want = sorted(_clean_path(str(_get(e, "path") or ""))
+                          for e in _get(kf, *key) or [])
+            have = sorted(_clean_path(str(_prop_value(c, "path") or ""))
+                          for c in comps if _prop_value(c, "kind") == kind)
+            if want != have:
+                out.append(f"{kind} entries differ: Kitfile {want}, ML-BOM {have}")
+    return out

@@ -689,3 +689,69 @@ def test_kitignored_card_gives_no_model_card_reference(tmp_path: Path):
     pack(ctx, tags=["ign:v2"], store=store)
     model = _by_ref(mlbom.load_mlbom("ign:v2", store=store).json())["model"]
     assert model["externalReferences"][0]["url"] == "docs/MODEL_CARD.md"
+
+
+# --------------------------------------------------------------------------- for verify
+
+def test_sbom_input_is_a_valid_policy_input(tmp_path: Path):
+    from kitaudit.policy.inputdoc import normalize_input
+    from tests.test_modelcard import HF_CARD
+
+    kit = kf.loads("manifestVersion: 1.0.0\npackage: {name: p, license: MIT}\n"
+                   "model: {name: m, path: test-ref:base, license: Apache-2.0}\n"
+                   "datasets: [{name: d, path: d, remotePath: 's3://b/d', "
+                   "remoteHash: 'sha256:" + "12" * 32 + "', license: CC0-1.0}]\n"
+                   "docs: [{path: README.md}]\n")
+    base = kf.loads("manifestVersion: 1.0.0\nmodel: {name: base, path: w.bin, "
+                    "license: llama2}\n")
+    card = parse_model_card(HF_CARD, source="README.md")
+    doc = _doc(build_mlbom(kit, manifest_digest=MANIFEST,
+                           layers=_synthetic_layers(kit, ["README.md"]),
+                           reference="localhost/p:v1", model_card=card,
+                           ancestors=[Ancestor("localhost/test-ref:base", "sha256:" + "34" * 32,
+                                               base)]))
+    sbom = mlbom.sbom_input(doc)
+    assert sbom["licenses"] == ["Apache-2.0", "CC0-1.0", "MIT", "llama2"]
+    assert sbom["model"]["license"] == "Apache-2.0"
+    assert sbom["model"]["card"]["task"] == "text-classification"
+    assert sbom["model"]["card"]["metrics"][0] == {
+        "type": "accuracy", "value": "0.9312", "slice": "IMDB, config=plain_text, split=test"}
+    assert sbom["model"]["card"]["datasets"][:1] == ["dataset:d"]
+    assert sbom["datasets"][0]["provenance"]["url"] == "s3://b/d"
+    assert sbom["datasets"][0]["hashes"] == {"SHA-256": "12" * 32}
+    assert sbom["ancestors"][0] == {
+        "name": "base", "version": "", "license": "llama2",
+        "purl": "pkg:oci/test-ref@sha256:" + "34" * 32 +
+                "?repository_url=localhost/test-ref&tag=base",
+        "reference": "localhost/test-ref:base", "digest": "sha256:" + "34" * 32}
+    assert sbom["ancestors"][1]["purl"].startswith("pkg:huggingface/")
+    assert 0 < sbom["completeness"]["score"] < 1
+    assert "fairness" in sbom["completeness"]["partial"]
+    assert "llama2" in mlbom.facts(doc)["licenses"]
+    # the policy module accepts it as the sbom part of a verified input document
+    normalized = normalize_input({"sbom": {"present": True, "verified": True, **sbom}})
+    assert normalized["sbom"]["model"]["card"]["task"] == "text-classification"
+    assert normalized["sbom"]["ancestors"][0]["digest"] == "sha256:" + "34" * 32
+
+
+def test_manifest_mismatches(tmp_path: Path):
+    from kitaudit.modelkit import load_from_store
+    from kitaudit.pack import pack
+
+    data = _fixture(TESTDATA / "pack-unpack" / "test_pack-basic-model.yaml")
+    store = Store(tmp_path / "store")
+    res = pack(_materialise(tmp_path / "ctx", data), tags=["mm:v1"], store=store)
+    doc = mlbom.load_mlbom("mm:v1", store=store).json()
+    kit = load_from_store(store, "localhost/mm:v1").kitfile
+    assert mlbom.manifest_mismatches(doc, res.manifest, manifest_digest=res.digest,
+                                     kitfile=kit) == []
+    # another ModelKit's manifest, a dropped layer, a renamed dataset: each is reported
+    other = json.loads(json.dumps(res.manifest))
+    other["layers"][0]["digest"] = "sha256:" + "00" * 32
+    problems = mlbom.manifest_mismatches(doc, other, manifest_digest="sha256:" + "99" * 32)
+    assert any("is not in the ML-BOM" in p for p in problems)
+    assert any("that the manifest does not have" in p for p in problems)
+    assert any("the ML-BOM describes" in p for p in problems)
+    kit.datasets[0].path = "elsewhere"
+    assert any(p.startswith("dataset entries differ") for p in
+               mlbom.manifest_mismatches(doc, res.manifest, kitfile=kit))
