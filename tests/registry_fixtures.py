@@ -568,10 +568,10 @@ class FaultProxy:
             h.send_header(k, v)
         if method == "HEAD" or resp.status in (204, 304):
             h.send_header("Content-Length", declared or "0")
-            h.end_headers()
             resp.read()
             conn.close()
             self._log(method, path, resp.status, 0, len(body))
+            h.end_headers()
             return
         if declared is None:
             data = resp.read()
@@ -579,18 +579,21 @@ class FaultProxy:
             chunks: Iterator[bytes] = iter([data])
         else:
             chunks = iter(lambda: resp.read(65536), b"")
+        # logged before the body goes out and counted before each write, so that a
+        # client that has its answer always finds the exchange complete in the log
+        exchange = self._log(method, path, resp.status, 0, len(body))
         h.send_header("Content-Length", declared)
         h.end_headers()
-        sent = 0
         try:
             for chunk in chunks:
+                sent = exchange.body_bytes
                 if fault and fault.kind == "flip" and sent <= fault.at < sent + len(chunk):
                     i = fault.at - sent
                     chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1:]
                 if fault and fault.kind == "drop" and sent + len(chunk) > fault.after:
                     part = chunk[:max(0, fault.after - sent)]
+                    exchange.body_bytes += len(part)
                     h.wfile.write(part)
-                    sent += len(part)
                     h.wfile.flush()
                     with contextlib.suppress(OSError):
                         h.connection.shutdown(socket.SHUT_RDWR)
@@ -598,15 +601,17 @@ class FaultProxy:
                     return
                 if fault and fault.kind == "slow":
                     time.sleep(fault.delay)
+                exchange.body_bytes += len(chunk)
                 h.wfile.write(chunk)
-                sent += len(chunk)
         finally:
             conn.close()
-            self._log(method, path, resp.status, sent, len(body))
 
-    def _log(self, method: str, path: str, status: int, sent: int, received: int) -> None:
+    def _log(self, method: str, path: str, status: int, sent: int,
+             received: int) -> Exchange:
+        exchange = Exchange(method, path, status, sent, received)
         with self._lock:
-            self.exchanges.append(Exchange(method, path, status, sent, received))
+            self.exchanges.append(exchange)
+        return exchange
 
     def _record_referrer(self, repo: str, body: bytes, ctype: str) -> str | None:
         try:

@@ -155,12 +155,30 @@ class Transport:
             ctx.verify_mode = ssl.CERT_NONE
             ctx.load_cert_chain(self.net.cert, self.net.key)
             verify = ctx
+        self._verify = verify
+        self._ssl_context: Any = None
         limits = httpx.Limits(max_connections=max(10, self.net.concurrency * 2),
                               max_keepalive_connections=max(10, self.net.concurrency * 2))
         timeout = httpx.Timeout(self.net.timeout, connect=self.net.connect_timeout)
         self.client = httpx.Client(verify=verify, timeout=timeout, limits=limits,
                                    proxy=self.net.proxy, follow_redirects=False,
                                    headers={"User-Agent": "kitaudit"})
+
+    def ssl_context(self) -> Any:
+        """An ``ssl.SSLContext`` with the same trust settings (for http.client)."""
+        if self._ssl_context is None:
+            import ssl
+
+            if isinstance(self._verify, ssl.SSLContext):
+                self._ssl_context = self._verify
+            elif self._verify:
+                self._ssl_context = ssl.create_default_context()
+            else:
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                self._ssl_context = ctx
+        return self._ssl_context
 
     def close(self) -> None:
         self.client.close()
