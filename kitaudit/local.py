@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from kitaudit import mediatypes as mt
 from kitaudit.errors import KitauditError, UsageError
 from kitaudit.modelkit import is_modelkit, load_from_store
+
+_REFERRER_TAG = re.compile(r"^sha256-[0-9a-f]{64}(\.[a-z]+)?$")
 
 
 def full_ref(text: str) -> str:
@@ -30,6 +33,8 @@ def list_modelkits(store: Any, repository: str | None = None) -> list[dict[str, 
     rows: list[dict[str, Any]] = []
     for name, desc in store.list_tags(repo_filter):
         repo, tag = name.rsplit(":", 1)
+        if _REFERRER_TAG.match(tag):
+            continue  # cosign's .sig/.att tags and referrer fallback indexes
         row: dict[str, Any] = {"repository": repo, "tag": tag, "digest": desc["digest"],
                                "maintainer": "", "name": "", "size": 0, "modelkit": False}
         try:

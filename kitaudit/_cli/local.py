@@ -10,6 +10,7 @@ import click
 
 from kitaudit._cli._output import emit, output_option, print_json, print_table
 from kitaudit._cli.registry import NetCommand, net_kwargs, network_options
+from kitaudit._cli.sign import sign_after, signer_options
 
 
 def _store():
@@ -62,11 +63,19 @@ def _filter_option():
               show_default=True)
 @click.option("--model-card", type=click.Path(dir_okay=False, exists=True),
               help="Hugging Face-style model card with facts for the ML-BOM.")
+@signer_options()
 @output_option(default="text", choices=("text", "json"))
 def pack(directory, kitfile_path, tags, compression, layer_format, use_model_pack, no_sbom,
-         sbom_spec, model_card, output):
-    """Pack DIRECTORY (with its Kitfile) into a ModelKit in the local store."""
+         sbom_spec, model_card, sign, sign_key, identity_token, staging, trust_config,
+         output):
+    """Pack DIRECTORY (with its Kitfile) into a ModelKit in the local store.
+
+    With --sign the ModelKit and its ML-BOM are signed right away (--key for a key,
+    keyless otherwise), as `kitaudit sign` does."""
     from kitaudit import pack as packmod
+
+    if (sign_key or identity_token or staging or trust_config) and not sign:
+        raise click.UsageError("signing options need --sign")
 
     def on_layer(kind: str, path: str) -> None:
         if output != "json":
@@ -81,14 +90,26 @@ def pack(directory, kitfile_path, tags, compression, layer_format, use_model_pac
                           sbom_spec=sbom_spec, model_card=model_card, store=_store(),
                           on_layer=on_layer)
 
+    signed = None
+    if sign:
+        store = _store()
+        signed = sign_after(store, result.tags[0] if result.tags else result.digest,
+                            sign_key, identity_token, staging, trust_config)
+    data = result.to_dict()
+    if signed is not None:
+        data["signed"] = signed.to_dict()
+
     def human():
+        if signed is not None:
+            click.echo(f"Signed {result.digest} as {signed.signer} "
+                       f"({len(signed.attached)} bundles)", err=True)
         if result.sbom_digest:
             click.echo(f"Saved ML-BOM: {result.sbom_digest}", err=True)
         for name in result.tags:
             click.echo(f"Tagged {name}", err=True)
         click.echo(f"Model saved: {result.digest}")
 
-    emit(output, result.to_dict(), human)
+    emit(output, data, human)
 
 
 @click.command()

@@ -49,6 +49,60 @@ def generate_key_pair_cmd(output_key_prefix: str, force: bool, output: str) -> N
                             f"Public key written to {pub_path}"))
 
 
+def make_signer(key_file: str | None, identity_token: str | None, staging: bool,
+                trust_config: str | None) -> Any:
+    """A KeySigner for ``--key``, else a KeylessSigner (shared by sign, pack --sign and
+    push --sign)."""
+    from kitaudit.errors import UsageError
+
+    if key_file:
+        if identity_token or staging or trust_config:
+            raise UsageError("--key cannot be combined with keyless options",
+                             fix="drop --identity-token/--staging/--trust-config, or --key")
+        from kitaudit.signing.signer import KeySigner
+
+        return KeySigner.from_file(key_file, prompt=_password_prompt)
+    if staging and trust_config:
+        raise UsageError("--staging and --trust-config are exclusive")
+    from kitaudit.signing.keyless import KeylessSigner
+
+    return KeylessSigner(identity_token, staging=staging, trust_config=trust_config,
+                         interactive=sys.stdin.isatty())
+
+
+def signer_options(key_flag: str = "--key"):
+    """The signing flags of ``sign`` for commands that sign as they go (``--sign``)."""
+    def decorate(f):
+        for option in reversed([
+            click.option("--sign", "sign", is_flag=True,
+                         help="Sign the ModelKit and its ML-BOM (see `kitaudit sign`)."),
+            click.option(key_flag, "sign_key", type=click.Path(dir_okay=False),
+                         help="Signing key (cosign.key or PEM EC key); keyless without it."),
+            click.option("--identity-token", "identity_token", default=None,
+                         help="OIDC identity token for keyless signing."),
+            click.option("--staging", is_flag=True, help="Use Sigstore's staging instance."),
+            click.option("--trust-config", type=click.Path(dir_okay=False, exists=True),
+                         help="ClientTrustConfig JSON of a private Sigstore deployment."),
+        ]):
+            f = option(f)
+        return f
+    return decorate
+
+
+def sign_after(store: Any, ref: str, sign_key: str | None, identity_token: str | None,
+               staging: bool, trust_config: str | None) -> Any:
+    """Sign a ModelKit just written to the local store; returns the SignResult."""
+    from kitaudit.signing.attach import sign_local
+
+    signer = make_signer(sign_key, identity_token, staging, trust_config)
+    try:
+        return sign_local(store, ref, signer)
+    finally:
+        close = getattr(signer, "close", None)
+        if callable(close):
+            close()
+
+
 @click.command("sign")
 @click.argument("ref")
 @click.option("--key", "key_file", type=click.Path(dir_okay=False),
@@ -83,24 +137,9 @@ def sign_cmd(ref: str, key_file: str | None, identity_token: str | None, staging
     ModelKit is signed in the local store (push carries the signatures); a registry
     reference is signed in place.
     """
-    from kitaudit.errors import UsageError
     from kitaudit.signing.attach import sign_reference
 
-    signer: Any
-    if key_file:
-        if identity_token or staging or trust_config:
-            raise UsageError("--key cannot be combined with keyless options",
-                             fix="drop --identity-token/--staging/--trust-config, or --key")
-        from kitaudit.signing.signer import KeySigner
-
-        signer = KeySigner.from_file(key_file, prompt=_password_prompt)
-    else:
-        if staging and trust_config:
-            raise UsageError("--staging and --trust-config are exclusive")
-        from kitaudit.signing.keyless import KeylessSigner
-
-        signer = KeylessSigner(identity_token, staging=staging, trust_config=trust_config,
-                               interactive=sys.stdin.isatty())
+    signer = make_signer(key_file, identity_token, staging, trust_config)
     net = {k: v for k, v in (("plain_http", plain_http), ("tls_verify", tls_verify),
                              ("tls_cert", tls_cert)) if v is not None}
     try:
