@@ -217,6 +217,9 @@ def test_normalize_fills_defaults_and_checks_types() -> None:
     with pytest.raises(PolicyError, match="expected a JSON object"):
         normalize_input([])  # type: ignore[arg-type]
     assert empty_input()["sbom"]["present"] is False
+    # unknown keys are kept and never hide a missing documented key (found by hypothesis)
+    n = normalize_input({"reference": {"a": 1, "b": 2, "c": 3, "d": 4}})
+    assert n["reference"]["registry"] == "" and n["reference"]["a"] == 1
 
 
 def test_now_is_a_cel_timestamp() -> None:
@@ -293,3 +296,39 @@ def test_shipped_policies_deny_an_empty_document() -> None:
     for name in ("baseline", "strict", "eu-ai-act"):
         assert any(r.denies for r in report.results if r.policy == name), name
     assert not report.by_status("error")
+
+
+# --- property test: any JSON document gives a report or a PolicyError ------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(),
+              st.text(max_size=8),
+              st.text(st.characters(codec=None, categories=["Cs", "Ll"]), max_size=3)),
+    lambda c: st.one_of(st.lists(c, max_size=3),
+                        st.dictionaries(st.sampled_from(
+                            ["sbom", "present", "verified", "signatures", "licenses",
+                             "model", "card", "metrics", "datasets", "lineage",
+                             "base_models", "kitfile", "digest", "now", "x"]), c,
+                            max_size=4)),
+    max_leaves=15)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["sbom", "signatures", "attestations", "lineage",
+                                        "kitfile", "manifest", "reference", "digest",
+                                        "params", "registry", "schema_version", "extra"]),
+                       _json, max_size=5))
+def test_any_document_gives_report_or_policy_error(d: dict) -> None:
+    policies = load_policies([REPO / "policies/baseline.yaml"])
+    try:
+        report = evaluate(policies, d, now=NOW)
+    except PolicyError:
+        return
+    assert report.decision in ("pass", "warn", "deny")
+    # a document with no verified signature never passes the baseline
+    if not any(isinstance(s, dict) and s.get("verified") is True
+               for s in (d.get("signatures") or []) if isinstance(d.get("signatures"), list)):
+        assert report.denied

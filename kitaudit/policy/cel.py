@@ -84,7 +84,12 @@ class Program:
 
     def evaluate(self, activation: Activation) -> Any:
         """The result as a Python value (bool, int, float, str, list, dict, None...)."""
-        value = self._expr.eval(activation.native)
+        try:
+            value = self._expr.eval(activation.native)
+        except (RuntimeError, TypeError, ValueError) as err:
+            # The binding raises (instead of returning an error value) for input it cannot
+            # convert, e.g. strings that are not valid Unicode: still an evaluation error.
+            raise CelEvalError(f"input could not be evaluated: {err}") from err
         if self._is_error(value):
             raise CelEvalError(str(value.value()))
         return value.plain_value()

@@ -212,16 +212,18 @@ def _merge(node: _Node, value: Any) -> Any:
             raise _bad(node, "map", value)
         children = node.children
         out = {}
+        matched = 0
         for key, sub in value.items():
             child = children.get(key)
             if child is not None:
                 out[key] = _merge(child, sub)
+                matched += 1
             elif type(key) is str:
                 out[key] = _plain(sub, f"{node.path}.{key}" if node.path else key)
             else:
                 raise PolicyError(f"input document: {node.path}: map key {key!r} is not a "
                                   "string", fix="input documents are JSON objects")
-        if len(out) != len(children):
+        if matched != len(children):
             for key, child in children.items():
                 if key not in out:
                     out[key] = _fresh(child.default)
