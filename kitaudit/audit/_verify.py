@@ -1,0 +1,112 @@
+"""The one place where the crawler talks to :mod:`kitaudit.verify`.
+
+The crawler fetches a ModelKit's manifest, config and referrers itself (it must see them
+all anyway) and hands them to ``kitaudit.verify.verify_fetched``, which decides trust:
+signatures, the ML-BOM attestation and the policies. This adapter turns its result into
+plain rows for the database (:class:`Outcome`). Without trust options nothing is
+verified: every signature found is recorded as unverified and no policy is evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from kitaudit.errors import KitauditError
+
+
+@dataclass
+class Outcome:
+    """What verification said about one ModelKit, in database terms."""
+
+    decision: str | None = None
+    signatures: list[dict[str, Any]] = field(default_factory=list)   # verified or not
+    sbom: dict[str, Any] | None = None        # verify's ML-BOM findings
+    lineage: dict[str, Any] | None = None     # the input document's ``lineage`` section
+    results: list[dict[str, Any]] = field(default_factory=list)      # RuleResult.to_dict()
+    policies: list[dict[str, Any]] = field(default_factory=list)     # name, fingerprint
+    evaluated_at: str | None = None
+    error: str | None = None
+
+
+class Verifier:
+    """Compiled trust options (keys, trusted root, policies, waivers), shared by threads."""
+
+    def __init__(self, options: Any = None) -> None:
+        self.options = options
+        self.compiled: Any = None
+        self.fingerprint = "none"
+        if options is None:
+            return
+        from kitaudit.verify.options import CompiledOptions, compile_options
+
+        self.compiled = options if isinstance(options, CompiledOptions) else \
+            compile_options(options)
+        self.fingerprint = str(self.compiled.fingerprint)
+
+    @property
+    def enabled(self) -> bool:
+        return self.compiled is not None
+
+    def fetched_referrer(self, descriptor: dict[str, Any], manifest: dict[str, Any],
+                         blobs: dict[str, bytes], *, legacy: bool, source: str) -> Any:
+        from kitaudit.verify.discover import FetchedReferrer
+
+        return FetchedReferrer(descriptor, manifest, blobs, legacy, source)
+
+    def verify(self, *, reference: str, digest: str, manifest: dict[str, Any],
+               config_bytes: bytes, referrers: list[Any],
+               referrers_api: bool = True) -> Outcome:
+        if self.compiled is None:
+            return Outcome()
+        import kitaudit.verify as kv
+
+        try:
+            result = kv.verify_fetched(reference=reference, digest=digest, manifest=manifest,
+                                       config_bytes=config_bytes, referrers=referrers,
+                                       options=self.compiled, referrers_api=referrers_api)
+        except KitauditError as err:
+            return Outcome(error=str(err))
+        return outcome_from_result(result)
+
+
+def outcome_from_result(result: Any) -> Outcome:
+    """Read a :class:`kitaudit.verify.VerifyResult` into an :class:`Outcome`."""
+    out = Outcome(decision=result.decision)
+    for entry in [*result.signatures, *result.attestations]:
+        out.signatures.append({
+            "attestation": entry.get("role") == "attestation",
+            "verified": bool(entry.get("verified")), "kind": entry.get("kind") or None,
+            "identity": entry.get("identity") or None, "issuer": entry.get("issuer") or None,
+            "key_id": entry.get("keyId") or None,
+            "predicate_type": entry.get("predicateType") or None,
+            "created": entry.get("created") or None, "source": entry.get("source"),
+            "referrer": entry.get("referrer") or None, "error": entry.get("error") or None})
+    doc_sbom = (result.input_document or {}).get("sbom") or {}
+    sbom = dict(result.sbom or {})
+    if sbom:
+        out.sbom = {"present": bool(sbom.get("present")), "verified": bool(sbom.get("verified")),
+                    "digest": sbom.get("digest") or None,
+                    "spec_version": sbom.get("specVersion") or None,
+                    "signed_by": sbom.get("signedBy") or [],
+                    "matches_manifest": bool(sbom.get("matchesManifest")),
+                    "mismatches": sbom.get("mismatches") or [],
+                    "licenses": doc_sbom.get("licenses") or [],
+                    "completeness": (doc_sbom.get("completeness") or {}).get("score")}
+    lineage = (result.input_document or {}).get("lineage")
+    out.lineage = lineage if isinstance(lineage, dict) else None
+    if result.policy is not None:
+        report = result.policy.to_dict()
+        out.results = list(report.get("results") or [])
+        out.policies = list(report.get("policies") or [])
+        out.evaluated_at = report.get("evaluated_at")
+    if result.decision == "error":
+        out.error = "; ".join(result.problems)[:1000] or "could not decide"
+    return out
+
+
+def dumps(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
