@@ -326,3 +326,14 @@ def test_yaml_python_tags_are_refused() -> None:
     with pytest.raises(PolicyError, match="not valid YAML"):
         loads_policy("!!python/object/apply:os.system ['true']\n")
     assert yaml.safe_load("a: 1") == {"a": 1}
+
+
+def test_yaml_alias_expansion_is_bounded() -> None:
+    """A "billion laughs" params block is refused quickly instead of expanding."""
+    lines = ["name: x", "params:", "  l0: &l0 [a, a, a, a, a, a, a, a, a, a]"]
+    for i in range(1, 9):
+        refs = ", ".join([f"*l{i - 1}"] * 10)
+        lines.append(f"  l{i}: &l{i} [{refs}]")
+    lines += ["rules: [{id: a, description: d, severity: deny, expression: 'true'}]", ""]
+    with pytest.raises(PolicyError, match="at most 100000 values"):
+        loads_policy("\n".join(lines), "bomb.yaml")

@@ -96,15 +96,23 @@ def _line(obj: Any, key: str | None = None) -> int:
     return getattr(obj, "line", 0)
 
 
-def _is_json_value(value: Any, depth: int = 0) -> bool:
-    if depth > 20:
+MAX_PARAM_NODES = 100_000
+
+
+def _is_json_value(value: Any, budget: list[int] | None = None, depth: int = 0) -> bool:
+    """A JSON value (no NaN), at most 20 deep and ``MAX_PARAM_NODES`` values in all
+    (YAML aliases can make a small file expand enormously)."""
+    if budget is None:
+        budget = [MAX_PARAM_NODES]
+    budget[0] -= 1
+    if depth > 20 or budget[0] < 0:
         return False
     if value is None or isinstance(value, bool | int | float | str):
         return not (isinstance(value, float) and value != value)
     if isinstance(value, list):
-        return all(_is_json_value(v, depth + 1) for v in value)
+        return all(_is_json_value(v, budget, depth + 1) for v in value)
     if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_json_value(v, depth + 1)
+        return all(isinstance(k, str) and _is_json_value(v, budget, depth + 1)
                    for k, v in value.items())
     return False
 
@@ -242,7 +250,7 @@ def check_policy_data(data: Any, source: str, *, compile_expressions: bool = Tru
             top.add("params", f"name {key!r} must match [a-z_][a-z0-9_]*")
         elif not _is_json_value(value):
             top.add("params", f"'{key}' must be a JSON value (string, number, bool, "
-                    "list or mapping)")
+                    f"list or mapping; at most {MAX_PARAM_NODES} values, 20 levels deep)")
     rules_raw = data.get("rules")
     rules: list[Rule] = []
     if not isinstance(rules_raw, list) or not rules_raw:
