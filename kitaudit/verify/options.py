@@ -179,12 +179,12 @@ class CompiledOptions:
     fingerprint: str
     results: ResultCache | None = None
     blobs: BlobCache = field(default_factory=BlobCache)
-    _clients: dict[tuple[str, Any], Any] = field(default_factory=dict)
+    _clients: dict[tuple[str, str], Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def client(self, registry: str, net: Any) -> Any:
         """A registry client kept open for reuse (connection pooling, auth tokens)."""
-        key = (registry, net)
+        key = (registry, repr(net))  # NetOptions holds a dict: not hashable
         with self._lock:
             client = self._clients.get(key)
             if client is None:

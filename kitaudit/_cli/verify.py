@@ -1,0 +1,105 @@
+"""``kitaudit verify REF``: the admission check (signatures, signed ML-BOM, policies).
+
+Exit codes: 0 pass, 1 denied, 2 could not decide (treat as denied).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from kitaudit._cli._output import output_option, print_json
+
+
+@click.command("verify")
+@click.argument("ref")
+@click.option("--key", "keys", multiple=True, type=click.Path(dir_okay=False),
+              help="Accept signatures made with this public key (cosign.pub, PEM); "
+                   "repeatable.")
+@click.option("--certificate-identity", help="Keyless: the exact certificate identity "
+              "(email, URI) to accept.")
+@click.option("--certificate-identity-regexp", help="Keyless: a regular expression the "
+              "identity must match (searched; anchor it with ^...$).")
+@click.option("--certificate-oidc-issuer", help="Keyless: the exact OIDC issuer to accept.")
+@click.option("--certificate-oidc-issuer-regexp", help="Keyless: a regular expression the "
+              "OIDC issuer must match.")
+@click.option("--trusted-root", type=click.Path(dir_okay=False),
+              help="Sigstore trusted_root.json (or ClientTrustConfig) to verify against "
+                   "(no TUF access).")
+@click.option("--offline", is_flag=True,
+              help="Never contact Sigstore: use --trusted-root or the pinned production "
+                   "root shipped with kitaudit.")
+@click.option("--staging", is_flag=True, help="Trust Sigstore's staging instance.")
+@click.option("--policy", "policies", multiple=True, type=click.Path(dir_okay=False),
+              help="Policy file (CEL rules) to evaluate; repeatable. None: only the "
+                   "built-in signature and ML-BOM checks.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Override a policy parameter; repeatable.")
+@click.option("--waivers", type=click.Path(dir_okay=False), help="Waivers file.")
+@click.option("--no-sbom-required", is_flag=True,
+              help="Do not require a signed, matching ML-BOM (leave it to the policies).")
+@click.option("--deep", is_flag=True, help="Also re-hash every layer (streams all of them).")
+@click.option("-r", "--remote", "where", flag_value="remote",
+              help="Always read REF from its registry (not the local store).")
+@click.option("--local", "where", flag_value="local",
+              help="Only look in the local store.")
+@click.option("--plain-http", "--http", "plain_http", is_flag=True, default=None,
+              help="Use HTTP, not HTTPS, for the registry.")
+@click.option("--tls-verify/--no-tls-verify", default=None,
+              help="Verify the registry's TLS certificate (default: on).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="CA bundle to trust for the registry.")
+@output_option()
+def verify_cmd(ref: str, keys: tuple[str, ...], certificate_identity: str | None,
+               certificate_identity_regexp: str | None, certificate_oidc_issuer: str | None,
+               certificate_oidc_issuer_regexp: str | None, trusted_root: str | None,
+               offline: bool, staging: bool, policies: tuple[str, ...],
+               params: tuple[str, ...], waivers: str | None, no_sbom_required: bool,
+               deep: bool, where: str | None, plain_http: bool | None,
+               tls_verify: bool | None, tls_cert: str | None, output: str) -> None:
+    """Verify the ModelKit REF: a signature from an accepted signer over its manifest
+    digest, a signed ML-BOM that matches it, and the given policies — fail closed.
+
+    REF is looked up in the local store first; a reference to another registry that is
+    not stored locally is read from the registry (-r: always the registry). Signatures
+    are found through the OCI referrers API, the sha256-<hex> fallback tag and cosign's
+    .sig/.att tags; cosign's own bundles verify like kitaudit's.
+
+    Exit codes: 0 pass, 1 denied (signature, ML-BOM or policy), 2 could not decide
+    (usage, network, registry, bad policy) — treat 2 as denied.
+    """
+    from kitaudit.errors import KitauditError
+    from kitaudit.verify import VerifyOptions, verify
+    from kitaudit.verify.result import VerifyResult
+
+    try:
+        from kitaudit.policy import parse_param_args
+
+        opts = VerifyOptions(
+            keys=list(keys), certificate_identity=certificate_identity,
+            certificate_identity_regexp=certificate_identity_regexp,
+            certificate_oidc_issuer=certificate_oidc_issuer,
+            certificate_oidc_issuer_regexp=certificate_oidc_issuer_regexp,
+            trusted_root=trusted_root, offline=offline, staging=staging,
+            policies=list(policies), params=parse_param_args(list(params)), waivers=waivers,
+            require_sbom=not no_sbom_required, deep=deep)
+    except KitauditError as err:
+        result = VerifyResult(reference=ref, problems=[err.message], fix=err.fix or "")
+    else:
+        net = {k: v for k, v in (("plain_http", plain_http), ("tls_verify", tls_verify),
+                                 ("tls_cert", tls_cert)) if v is not None}
+        remote = {"remote": True, "local": False}.get(where or "")
+        result = verify(ref, opts, remote=remote, net=net)
+    if output == "json":
+        print_json(result.to_dict())
+    else:
+        lines = result.summary_lines()
+        stream_err = result.decision != "pass"
+        for line in lines:
+            click.echo(line, err=stream_err)
+    sys.exit(result.exit_code)
+
+
+def register(main: click.Group) -> None:
+    main.add_command(verify_cmd)
