@@ -38,7 +38,7 @@ from kitaudit.digest import CHUNK, check_digest, is_digest
 from kitaudit.errors import DigestMismatch, NotFound, StoreError
 
 ANN_SUBJECT = "vnd.kitaudit.subject"
-INGEST_MAX_AGE = 24 * 3600  # stale temporary files older than this are removed by gc
+INGEST_MAX_AGE = 24 * 3600  # partial downloads older than this are removed by gc
 
 
 def default_home() -> Path:
@@ -114,6 +114,9 @@ class BlobWriter:
                 self._fh.seek(0, os.SEEK_END)
                 return
         fd, tmp = tempfile.mkstemp(dir=ingest, prefix="blob-", suffix=".tmp")
+        # Locked while we write: gc removes only temporary files nobody holds (left
+        # behind by a process that was killed).
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.path = Path(tmp)
         self._fh = os.fdopen(fd, "wb")
 
@@ -507,8 +510,10 @@ class Store:
                 now = time.time()
                 for path in self.ingest_dir.iterdir():
                     with contextlib.suppress(FileNotFoundError):
-                        if now - path.stat().st_mtime > INGEST_MAX_AGE:
-                            path.unlink()
+                        if path.name.startswith("blob-") and _unlocked(path):
+                            path.unlink()  # a killed writer's leftover
+                        elif now - path.stat().st_mtime > INGEST_MAX_AGE:
+                            path.unlink()  # a partial download nobody resumed
             return freed
 
     def _reachable(self) -> set[str]:
@@ -538,6 +543,21 @@ class Store:
 
 
 # ---------------------------------------------------------------------- helpers
+def _unlocked(path: Path) -> bool:
+    """True when no process holds a lock on ``path``."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
 def _ref_name(entry: dict[str, Any]) -> str | None:
     return (entry.get("annotations") or {}).get(mt.ANN_REF_NAME)
 
