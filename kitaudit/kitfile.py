@@ -575,7 +575,8 @@ _PLAIN = "?plain"  # sentinel tag: untagged plain scalar (resolved later with Go
 _QUOTED = "?quoted"  # sentinel tag: untagged quoted or block scalar (always a string)
 _YAML = "tag:yaml.org,2002:"
 _MAX_DEPTH = 200
-_MAX_NODES = 1_000_000
+_MAX_NODES = 5_000_000
+_ALIAS_CHECK_FROM = 100_000
 
 _loader_cls: Any = None
 
@@ -661,7 +662,9 @@ class _Decoder:
         self.source = source
         self.problems: list[str] = []
         self.lines: dict[str, int] = {}
-        self.budget = _MAX_NODES
+        self.visits = 0
+        self.distinct: set[int] = set()
+        self.exhausted = False
 
     # ------------------------------------------------------------ reporting
 
@@ -863,10 +866,15 @@ class _Decoder:
 
     def any_value(self, node: Any, fpath: str, depth: int, active: set[int]) -> Any:
         """A parameters value as kit sees it (Go yaml.v3 into ``any``, JSON-compatible)."""
-        self.budget -= 1
-        if self.budget < 0:
-            if self.budget == -1:
-                self.err(node, fpath, "document expands to too many values (alias bomb?)")
+        # Aliases may expand a small text into a huge value (billion laughs): like Go
+        # yaml.v3, refuse documents that expand far beyond the nodes they contain.
+        self.visits += 1
+        self.distinct.add(id(node))
+        if self.exhausted or (self.visits > _ALIAS_CHECK_FROM and (
+                self.visits > 10 * len(self.distinct) or self.visits > _MAX_NODES)):
+            if not self.exhausted:
+                self.exhausted = True
+                self.err(node, fpath, "aliases expand to too many values")
             return None
         if depth > _MAX_DEPTH:
             self.err(node, fpath, f"values nested deeper than {_MAX_DEPTH} levels")
@@ -1087,7 +1095,7 @@ def from_json(data: bytes | str, source: str = "config") -> Kitfile:
     else:
         raise KitfileError(f"{source}: config must be bytes or str")
     try:
-        doc = json.loads(text, parse_constant=_reject_constant)
+        doc = json.loads(text, parse_constant=_reject_constant, parse_int=_json_int)
     except (ValueError, RecursionError) as exc:
         err = KitfileError(f"{source}: config is not valid JSON: {' '.join(str(exc).split())}",
                            fix="the config blob must be the Kitfile as JSON")
@@ -1109,6 +1117,13 @@ def from_json(data: bytes | str, source: str = "config") -> Kitfile:
 
 
 from_config = from_json
+
+
+def _json_int(text: str) -> int | float:
+    """Integers as kit reads them: Go decodes JSON numbers into float64, so integers
+    beyond 2**53 lose precision there; smaller ones stay ints here (exact either way)."""
+    value = int(text)
+    return value if -(2**53) <= value <= 2**53 else float(value)
 
 
 def _reject_constant(name: str) -> Any:
