@@ -25,7 +25,6 @@ import functools
 import json
 import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -1713,25 +1712,14 @@ def _yaml_kitfile(kf: Kitfile, lines: list[str]) -> None:
 
 
 def save(kitfile: Kitfile, path: str | os.PathLike[str]) -> None:
-    """Write ``kitfile`` as YAML to ``path`` atomically (temporary file + rename)."""
+    """Write ``kitfile`` as YAML to ``path`` atomically (temporary file + rename); an
+    existing file keeps its permission bits."""
+    from kitaudit.store import atomic_write
+
     target = Path(path)
     data = kitfile.to_yaml().encode("utf-8")
     try:
         mode = target.stat().st_mode & 0o7777
     except FileNotFoundError:
         mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                               dir=str(target.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(target, data, mode)
