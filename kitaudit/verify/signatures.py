@@ -161,6 +161,13 @@ def check_referrers(referrers: list[FetchedReferrer], digest: str, signer_policy
     from kitaudit.signing.verify_legacy import verify_legacy_layer
 
     out = Findings()
+
+    def reason(err: KitauditError) -> str:
+        if "needs a trusted root" in err.message and not signer_policy.keyless_configured:
+            return ("signed keyless, but no keyless signer is accepted (give "
+                    "--certificate-identity[-regexp] and --certificate-oidc-issuer[-regexp])")
+        return err.message
+
     for ref in referrers:
         if ref.legacy:
             for layer in ref.manifest.get("layers") or []:
@@ -179,7 +186,7 @@ def check_referrers(referrers: list[FetchedReferrer], digest: str, signer_policy
                     if not att:
                         chk.predicate_type = ""
                 except (VerificationError, KitauditError) as err:
-                    chk.error = err.message
+                    chk.error = reason(err)
                 except Exception as err:  # malformed input: recorded, never trusted
                     chk.error = f"cannot verify: {type(err).__name__}: {err}"
                 (out.attestations if att else out.signatures).append(chk)
@@ -218,7 +225,7 @@ def check_referrers(referrers: list[FetchedReferrer], digest: str, signer_policy
                 else "attestation"
             _fill(chk, res, bundle if isinstance(bundle, dict) else None)
         except (VerificationError, KitauditError) as err:
-            chk.error = err.message
+            chk.error = reason(err)
         except ValueError:
             chk.error = "bundle is not JSON"
         except Exception as err:  # malformed input: recorded, never trusted
