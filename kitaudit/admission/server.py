@@ -261,6 +261,7 @@ class AdmissionController:
         denials: list[str] = list(found.problems)
         undecided: list[str] = []
         warnings: list[str] = []
+        would_deny: list[str] = list(found.problems)  # warn mode: one warning per failure
         for c in checks:
             where = f"{c.reference} ({', '.join(c.paths)})" if c.paths else c.reference
             v = c.verdict
@@ -272,6 +273,7 @@ class AdmissionController:
             if v.decision == "deny":
                 why = list(v.failures) or list(v.problems) or ["denied"]
                 denials.append(f"{at}: failed {'; '.join(why)}")
+                would_deny.extend(f"{c.reference}: {w}" for w in why)
             elif v.decision == "error":
                 why = "; ".join(v.problems) or "unknown error"
                 undecided.append(f"{at}: could not verify: {why}")
@@ -280,7 +282,7 @@ class AdmissionController:
         subject = f"{req.kind} {req.namespace + '/' if req.namespace else ''}{req.name}".strip()
         if self.config.mode == "warn":
             verb = "would deny" if self.config.failure_policy == "deny" else "allowed"
-            warnings = ([f"would deny: {d}" for d in denials] +
+            warnings = ([f"would deny: {d}" for d in would_deny] +
                         [f"{verb} (failure policy): {u}" for u in undecided] + warnings)
             return Outcome(True, warnings=[f"kitaudit: {w}" for w in warnings])
         if denials:

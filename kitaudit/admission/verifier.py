@@ -9,10 +9,8 @@ for timing behaviours.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -54,62 +52,18 @@ class Verifier(Protocol):
         ...
 
 
-# --------------------------------------------------------------------------- hashing
-_POLICY_FIELDS = ("policy", "policies", "param", "params", "waiver", "waivers")
-
-
-def _hash_value(value: Any, h: Any) -> None:
-    """Feed ``value`` into ``h``; a string naming an existing file adds its content."""
-    if isinstance(value, os.PathLike) or (isinstance(value, str) and value
-                                           and os.path.isfile(value)):
-        path = os.fspath(value)
-        h.update(f"file:{path}:".encode())
-        try:
-            with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 16), b""):
-                    h.update(chunk)
-        except OSError:
-            h.update(b"<unreadable>")
-        return
-    if isinstance(value, dict):
-        for k in sorted(value, key=str):
-            h.update(f"k:{k}:".encode())
-            _hash_value(value[k], h)
-        return
-    if isinstance(value, list | tuple | set | frozenset):
-        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
-        for v in items:
-            _hash_value(v, h)
-            h.update(b",")
-        return
-    h.update(json.dumps(value, default=repr).encode())
-
-
-def options_hashes(options: Any) -> tuple[str, str]:
-    """(policy hash, trust hash) of verify options: policy files, params and waivers on
-    one side, keys, identities, issuers, trusted root and everything else on the other;
-    file contents are hashed, not just their names."""
-    if dataclasses.is_dataclass(options) and not isinstance(options, type):
-        items = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
-    elif isinstance(options, dict):
-        items = dict(options)
-    else:
-        items = dict(vars(options))
-    policy, trust = hashlib.sha256(), hashlib.sha256()
-    for name in sorted(items):
-        h = policy if any(name.startswith(p) for p in _POLICY_FIELDS) else trust
-        h.update(f"{name}=".encode())
-        _hash_value(items[name], h)
-        h.update(b";")
-    return "sha256:" + policy.hexdigest(), "sha256:" + trust.hexdigest()
-
-
 # --------------------------------------------------------------------------- adapter
 @dataclass
 class KitauditVerifier:
-    """:class:`Verifier` over ``kitaudit.verify`` against registries (never the webhook's
-    own local store). ``options``: a ``kitaudit.verify.VerifyOptions``; ``net``: the
-    registry network options (``plain_http``, ``tls_verify``, ``tls_cert``...)."""
+    """:class:`Verifier` over ``kitaudit.verify``, always against the registry (never the
+    webhook's own local store). ``options``: ``kitaudit.verify.VerifyOptions``, compiled
+    once here (keys, trust root, policies, waivers; pooled registry clients); ``net``:
+    network keyword arguments (``plain_http``, ``tls_verify``, ``tls_cert``...).
+
+    ``policy_hash`` covers the policies (rules and params) and waivers; ``trust_hash`` is
+    verify's fingerprint of all trust settings and checks (keys, identities, issuers,
+    trusted root, policies, ML-BOM requirement).
+    """
 
     options: Any
     net: dict[str, Any] = field(default_factory=dict)
@@ -121,91 +75,84 @@ class KitauditVerifier:
         from kitaudit.verify import compile_options
 
         if self.compiled is None:
-            self.compiled = compile_options(self.options)
-        if not self.policy_hash or not self.trust_hash:
-            p, t = options_hashes(self.options)
-            self.policy_hash = self.policy_hash or p
-            self.trust_hash = self.trust_hash or t
+            # no result cache inside verify: the webhook's cache is keyed by reference too
+            self.compiled = compile_options(self.options, cache_ttl=0)
+        h = hashlib.sha256(json.dumps({
+            "policies": [p.fingerprint() for p in self.compiled.policies],
+            "waivers": [w.to_dict() for w in self.compiled.waivers],
+        }, sort_keys=True, default=str).encode())
+        self.policy_hash = self.policy_hash or "sha256:" + h.hexdigest()
+        self.trust_hash = self.trust_hash or self.compiled.fingerprint
 
     def resolve(self, reference: str) -> str:
+        """The digest of ``reference``: itself when pinned, else a HEAD on a pooled
+        client."""
+        from kitaudit.errors import NotFound
         from kitaudit.reference import parse_for_command
-        from kitaudit.registry.transfer import resolve_remote
+        from kitaudit.registry.transport import NetOptions
 
         parsed = parse_for_command(reference)
         if parsed.digest:
             return parsed.digest
-        return str(resolve_remote(parsed, **self.net)["digest"])
+        client = self.compiled.client(parsed.registry, NetOptions.from_kwargs(**self.net))
+        desc = client.head_manifest(parsed.repository, parsed.tag)
+        if desc is None:
+            raise NotFound(f"{reference} not found on {parsed.registry}")
+        return str(desc["digest"])
 
     def verify(self, reference: str, digest: str) -> Verdict:
-        from kitaudit.errors import KitauditError
         from kitaudit.reference import parse_for_command
         from kitaudit.verify import verify
 
         pinned = str(parse_for_command(reference).with_digest(digest))
-        try:
-            result = verify(pinned, self.options, remote=True, net=self.net,
-                            compiled=self.compiled)
-        except KitauditError as err:
-            return Verdict(reference, "error", digest, problems=(_one_line(err),))
+        result = verify(pinned, remote=True, net=self.net, compiled=self.compiled)
         return verdict_from_result(reference, digest, result)
 
-
-def _one_line(err: Any) -> str:
-    text = str(getattr(err, "message", None) or err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
-def _problem_text(p: Any) -> str:
-    if isinstance(p, str):
-        return p
-    if isinstance(p, dict):
-        for k in ("message", "problem", "text", "reason"):
-            if isinstance(p.get(k), str):
-                return p[k]
-        return json.dumps(p, sort_keys=True, default=str)
-    for k in ("message", "problem", "text", "reason"):
-        v = getattr(p, k, None)
-        if isinstance(v, str):
-            return v
-    return str(p)
+    def close(self) -> None:
+        self.compiled.close()
 
 
 def verdict_from_result(reference: str, digest: str, result: Any) -> Verdict:
-    """Map a ``kitaudit.verify.VerifyResult`` onto a :class:`Verdict`."""
+    """Map a ``kitaudit.verify.VerifyResult`` onto a :class:`Verdict`.
+
+    Failures name the policy rules that denied (``policy/rule: reason``) and the
+    built-in checks that failed (signature, ML-BOM); verify's summary line
+    ``policy denied: ...`` is left out since the rules are listed one by one.
+    Fully verified: decision ``pass``, for the digest asked, with no warning at all
+    (a warn rule, an unverified base model, a truncated referrer list) and a policy
+    report (when policies are configured) whose decision is ``pass``.
+    """
     import calendar
 
-    decision = getattr(result, "decision", "error")
-    if decision not in ("pass", "deny", "error"):
-        decision = "error"
-    got = getattr(result, "digest", None)
-    problems = tuple(_problem_text(p) for p in (getattr(result, "problems", None) or ()))
+    decision = result.decision if result.decision in ("pass", "deny", "error") else "error"
+    got = result.digest or None
+    report = result.policy
     failures: list[str] = []
-    warnings: list[str] = []
     waiver_expiry: float | None = None
-    policy_clean = False
-    report = getattr(result, "policy", None)
     if report is not None:
         for r in report.results:
-            line = f"{r.policy}/{r.rule}"
-            if r.reason:
-                line += f": {r.reason}"
             if r.denies:
-                failures.append(line)
-            elif r.warns:
-                warnings.append(line)
+                failures.append(f"{r.policy}/{r.rule}" + (f": {r.reason}" if r.reason else ""))
             if r.status == "waived" and r.waiver is not None:
                 # the waiver's last day ends at 24:00 UTC
                 end = calendar.timegm(r.waiver.expires.timetuple()) + 86400
                 waiver_expiry = end if waiver_expiry is None else min(waiver_expiry, end)
-        policy_clean = report.decision == "pass"
+    problems = [str(p) for p in result.problems]
+    warnings = tuple(str(w) for w in result.warnings)
     if got is not None and got != digest:
         return Verdict(reference, "error", got,
                        problems=(f"verified {got}, expected {digest}", *problems))
-    if decision == "deny" and not failures and not problems:
-        problems = ("denied",)
-    if decision == "pass" and failures:
-        decision = "deny"  # fail closed if the two ever disagree
-    fully = (decision == "pass" and report is not None and policy_clean
-             and not warnings and not problems)
-    return Verdict(reference, decision, got or digest, tuple(failures), tuple(warnings),
-                   problems, fully, waiver_expiry)
+    if decision == "deny":
+        # the rules first (what the message must name), then verify's own checks
+        failures += [p for p in problems if not p.startswith("policy denied:")]
+        return Verdict(reference, "deny", got or digest, tuple(failures) or ("denied",),
+                       warnings)
+    if decision == "error":
+        return Verdict(reference, "error", got or digest,
+                       problems=tuple(problems) or ("could not decide",), warnings=warnings)
+    if failures:  # fail closed should the two ever disagree
+        return Verdict(reference, "deny", got or digest, tuple(failures), warnings)
+    policy_clean = report is None or report.decision == "pass"
+    fully = policy_clean and not warnings and not problems and got == digest
+    return Verdict(reference, "pass", got or digest, (), warnings, tuple(problems), fully,
+                   waiver_expiry)
