@@ -130,12 +130,7 @@ def list_remote_referrers(ref: Any, artifact_type: str | None = None,
 
     pref = _parse_ref(ref)
     with open_client(pref.registry, _net(net)) as client:
-        digest = pref.digest
-        if not digest:
-            desc = client.head_manifest(pref.repository, pref.tag)
-            if desc is None:
-                raise NotFound(f"{pref} not found on {pref.registry}")
-            digest = desc["digest"]
+        digest = client.resolve(pref.repository, pref.reference)
         return digest, list_referrers(client, pref.repository, digest, artifact_type)
 
 

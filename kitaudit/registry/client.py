@@ -234,18 +234,29 @@ class RegistryClient:
                                        follow_redirects=follow_redirects)
             if resp.status_code == 401:
                 resp.close()
-                creds = self.auth.credentials
-                who = f"user {creds.username!r}" if creds and creds.username else \
-                    "anonymous access"
-                raise AuthError(f"{self.registry}: authentication failed for {who}",
-                                status=401,
-                                fix=f"check the credentials (kitaudit login {self.registry})")
+                raise self._auth_failed()
         if resp.status_code == 403:
             resp.close()
             what = scope.split(":")[1] if scope.count(":") >= 2 else self.registry
             raise AuthError(f"{self.registry}: access to {what} denied", status=403,
                             fix="check that this account may access the repository")
         return resp
+
+    def _auth_failed(self) -> AuthError:
+        """The one message for refused credentials: names the user, never the secret."""
+        creds = self.auth.credentials
+        who = f"user {creds.username!r}" if creds and creds.username else "anonymous access"
+        return AuthError(f"{self.registry}: authentication failed for {who}", status=401,
+                         fix=f"check the credentials (kitaudit login {self.registry})")
+
+    def resolve(self, repo: str, ref: str) -> str:
+        """The manifest digest a tag (or digest) names; ``NotFound`` when absent."""
+        if ref.startswith("sha256:"):
+            return ref
+        desc = self.head_manifest(repo, ref)
+        if desc is None:
+            raise NotFound(f"{self.registry}/{repo}:{ref} not found on {self.registry}")
+        return desc["digest"]
 
     def _fail(self, resp: httpx.Response, what: str) -> RegistryError:
         if stream_open(resp):
@@ -511,12 +522,7 @@ class RegistryClient:
                 challenge = stream.header("WWW-Authenticate") or ""
                 stream.close()
                 if answered:
-                    creds = self.auth.credentials
-                    who = f"user {creds.username!r}" if creds and creds.username else \
-                        "anonymous access"
-                    raise AuthError(f"{self.registry}: authentication failed for {who}",
-                                    status=401,
-                                    fix=f"check the credentials (kitaudit login {self.registry})")
+                    raise self._auth_failed()
                 self.auth.answer(self.transport, challenge, scope, sent=hdrs.get("Authorization"))
                 answered = True
                 continue

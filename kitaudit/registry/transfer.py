@@ -568,12 +568,7 @@ def remote_remove(ref: Any, **net: Any) -> str:
     goes with it, as in kit). Returns the deleted digest."""
     pref = _parse_ref(ref)
     with open_client(pref.registry, _net(net)) as client:
-        digest = pref.digest
-        if not digest:
-            desc = client.head_manifest(pref.repository, pref.tag)
-            if desc is None:
-                raise NotFound(f"{pref} not found on {pref.registry}")
-            digest = desc["digest"]
+        digest = client.resolve(pref.repository, pref.reference)
         client.delete_manifest(pref.repository, digest)
     return digest
 
