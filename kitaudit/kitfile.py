@@ -1367,7 +1367,7 @@ def _analyze(s: str) -> tuple[bool, bool, bool, bool, bool]:
     """libyaml's analyze_scalar: (multiline, flow_plain, block_plain, single, block)."""
     if not s:
         return False, False, True, True, False
-    block_ind = flow_ind = line_breaks = special = False
+    block_ind = flow_ind = line_breaks = special = tabs = False
     leading_space = leading_break = trailing_space = trailing_break = False
     break_space = space_break = previous_space = previous_break = False
     if s.startswith(("---", "...")):
@@ -1375,7 +1375,7 @@ def _analyze(s: str) -> tuple[bool, bool, bool, bool, bool]:
     preceded_ws = True
     n = len(s)
     for i, c in enumerate(s):
-        followed_ws = i + 1 >= n or s[i + 1] in _BLANKZ
+        followed_ws = i + 1 >= n or s[i + 1] in " \t"
         if i == 0:
             if c in "#,[]{}&*!|>'\"%@`":
                 flow_ind = block_ind = True
@@ -1394,7 +1394,9 @@ def _analyze(s: str) -> tuple[bool, bool, bool, bool, bool]:
                     block_ind = True
             elif c == "#" and preceded_ws:
                 flow_ind = block_ind = True
-        if not _printable(c):
+        if c == "\t":
+            tabs = True
+        elif not _printable(c):
             special = True
         if c in _BREAKS:
             line_breaks = True
@@ -1416,7 +1418,7 @@ def _analyze(s: str) -> tuple[bool, bool, bool, bool, bool]:
             previous_space, previous_break = False, True
         else:
             previous_space = previous_break = False
-        preceded_ws = c in _BLANKZ
+        preceded_ws = c in _BLANKZ or c == "\0"
     flow_plain = block_plain = single = block = True
     if leading_space or leading_break or trailing_space or trailing_break:
         flow_plain = block_plain = False
@@ -1424,8 +1426,10 @@ def _analyze(s: str) -> tuple[bool, bool, bool, bool, bool]:
         block = False
     if break_space:
         flow_plain = block_plain = single = False
+    if space_break or tabs or special:
+        flow_plain = block_plain = single = False
     if space_break or special:
-        flow_plain = block_plain = single = block = False
+        block = False
     if line_breaks:
         flow_plain = block_plain = False
     if flow_ind:
