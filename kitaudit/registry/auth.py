@@ -62,17 +62,10 @@ class Credentials:
         return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
-def kitaudit_home() -> Path:
-    env = os.environ.get("KITAUDIT_HOME")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
-    return base / "kitaudit"
-
-
 def kitaudit_credentials_path() -> Path:
-    return kitaudit_home() / "credentials.json"
+    from kitaudit.store import default_home
+
+    return default_home() / "credentials.json"
 
 
 def config_paths() -> list[Path]:
