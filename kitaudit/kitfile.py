@@ -729,6 +729,7 @@ class _Decoder:
         kf = Kitfile(source=self.source, lines=self.lines)
         for key, knode, vnode in self.items(root, ""):
             fpath = key
+            self.lines[fpath] = vnode.start_mark.line + 1
             if key == "manifestVersion":
                 kf.manifest_version = self.string(vnode, fpath)
             elif key == "package":

@@ -636,3 +636,13 @@ def test_loading_a_typical_kitfile_is_fast() -> None:
         kf.loads(FULL).validate()
         timings.append(time.perf_counter() - start)
     assert statistics.median(timings) < 0.005
+
+
+def test_top_level_fields_have_lines_for_validation() -> None:
+    k = kf.loads("package:\n  name: x\nmanifestVersion: 2.0\n")
+    with pytest.raises(KitfileError) as info:
+        k.validate()
+    assert info.value.problems == [
+        "Kitfile:3: manifestVersion: invalid manifestVersion: expect 1.0.0 but got 2.0"]
+    with pytest.raises(KitfileError, match=r"^Kitfile: manifestVersion: .* got \(none\)$"):
+        kf.loads("package:\n  name: x\n").validate()
