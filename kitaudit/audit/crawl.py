@@ -125,7 +125,7 @@ class _Repo:
     listed: bool = False
     failed: bool = False
     unchanged: list[str] = field(default_factory=list)
-    done_digests: set[str] = field(default_factory=set)
+    failed_digests: set[str] = field(default_factory=set)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -835,6 +835,7 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
         d: (k, rf, vf) for d, k, rf, vf in conn.execute(
             "SELECT digest, kind, referrers_fingerprint, verify_fingerprint FROM manifests "
             "WHERE complete = 1")}
+    recorded: set[str] = {d for (d,) in conn.execute("SELECT digest FROM manifests")}
     known_tags: set[tuple[str, str]] = set(conn.execute("SELECT repository, tag FROM tags"))
     done_repos = {r for (r,) in conn.execute(
         "SELECT name FROM repositories WHERE last_done_crawl = ?", (cid,))}
@@ -893,6 +894,9 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
                 by_digest[d] = tag
         for digest, tag in by_digest.items():
             ref = f"{st.name}:{tag}"
+            if digest in st.failed_digests and digest not in st.fetched:
+                stats.manifests += 1
+                continue  # already recorded as an error
             hexpart = digest.split(":", 1)[1] if ":" in digest else digest
             rtags = st.ref_tags.get(hexpart, [])
             stats.manifests += 1
@@ -917,8 +921,9 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
                     stats.unchanged += 1
                     stats.modelkits += 1
                     continue
-            else:
-                stats.manifests_new += 1 if k is None else 0
+            elif digest not in recorded:
+                stats.manifests_new += 1
+                recorded.add(digest)
             submit("read", st, (digest, ref), _read_manifest, source, verifier, st.name,
                    digest, ref, st.fetched.pop(digest, None), rtags, st.digests)
 
@@ -942,7 +947,7 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
                     if (st.name, tag) in known_tags:
                         submit("head", st, tag, source.head, st.name, tag)
                     else:
-                        submit("get", st, tag, source.manifest, st.name, tag)
+                        submit("get", st, tag, _get_tag, source, st.name, tag)
                 for hexpart, rtags in st.ref_tags.items():
                     if "sha256:" + hexpart in known:
                         for tag in rtags:
@@ -956,9 +961,15 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
             elif kind == "head":
                 st.digests[tag] = fut.result()
             else:
-                fm: FetchedManifest = fut.result()
-                st.digests[tag] = fm.digest
-                st.fetched[fm.digest] = fm
+                fm, digest, get_err = fut.result()
+                st.digests[tag] = digest
+                if fm is not None:
+                    st.fetched[fm.digest] = fm
+                if get_err is not None:
+                    writer.error(repository=st.name, reference=f"{st.name}:{tag}",
+                                 digest=digest, stage="manifest", err=get_err)
+                    if digest:  # the tag is recorded; the manifest stays incomplete
+                        st.failed_digests.add(digest)
             if st.outstanding == 0:
                 after_resolve(st)
         elif kind == "check":
@@ -1012,6 +1023,20 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
     if progress:
         progress(stats)
     return stats
+
+
+def _get_tag(source: Source, repo: str, tag: str) -> tuple[
+        FetchedManifest | None, str | None, Exception | None]:
+    """GET a tag's manifest; when that fails, HEAD it so the tag's digest is known."""
+    try:
+        fm = source.manifest(repo, tag)
+    except Exception as err:
+        try:
+            digest = source.head(repo, tag)
+        except Exception:
+            digest = None
+        return None, digest, err
+    return fm, fm.digest, None
 
 
 def _check_api(source: Source, repo: str, digest: str, rtags: list[str],
