@@ -293,7 +293,7 @@ def test_denial_names_rules_and_location(serve):
     client, _ = serve(v)
     obj = pod("r.example/m/a:1")
     obj["spec"]["containers"][0]["args"].append("--extra=kit://r.example/m/b:1")
-    status, body = client.post(review(obj))
+    _status, body = client.post(review(obj))
     r = body["response"]
     assert r["allowed"] is False and r["status"]["code"] == 403
     msg = r["status"]["message"]

@@ -250,7 +250,7 @@ def test_pod_with_several_references(world, webhook):
 
 
 def test_warn_mode(world, webhook):
-    client, verifier, controller = webhook(mode="warn")
+    client, _verifier, controller = webhook(mode="warn")
     r = _resp(client, review(pod(world.unsigned)))
     assert r["allowed"] is True
     assert any(w.startswith(f"kitaudit: would deny: {world.unsigned}") and
@@ -309,3 +309,82 @@ def test_image_patterns_check_container_images(world, webhook):
     assert r["allowed"] is False and "spec.volumes[0].image.reference" in r["status"]["message"]
     obj["spec"]["volumes"][0]["image"]["reference"] = world.good
     assert _resp(client, review(obj))["allowed"] is True
+
+
+# ---------------------------------------------------------------------- CLI
+def _cli_args(world: World) -> list[str]:
+    return ["--key", str(world.alice.pub), "--policy", BASELINE, "--plain-http"]
+
+
+def test_cli_review_file(world, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from kitaudit._cli import main
+
+    runner = CliRunner()
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(review(pod(world.good))))
+    res = runner.invoke(main, ["admission", "review", str(good), *_cli_args(world)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["response"]["allowed"] is True
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(isvc_review(inference_service("kit://" + world.unsigned))))
+    res = runner.invoke(main, ["admission", "review", str(bad), *_cli_args(world),
+                               "--output", "table"])
+    assert res.exit_code == 1
+    assert res.stdout.startswith("denied: kitaudit denied InferenceService ml/iris:")
+    assert "baseline/modelkit-signed" in res.stdout
+    malformed = tmp_path / "malformed.json"
+    malformed.write_text('{"kind": "AdmissionReview"}')
+    res = runner.invoke(main, ["admission", "review", str(malformed), *_cli_args(world)])
+    assert res.exit_code == 2 and "error: malformed AdmissionReview" in res.stderr
+    res = runner.invoke(main, ["admission", "review", str(good), "--policy", BASELINE])
+    assert res.exit_code == 2 and "no accepted signer" in res.stderr
+
+
+def test_cli_serve_process(world, tmp_path):
+    """`kitaudit admission serve` as a process: serves TLS, answers, stops on SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.registry_fixtures import free_port
+
+    tls = make_tls(tmp_path)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from kitaudit._cli import main; main()", "admission", "serve",
+         "--tls-cert-file", str(tls.cert), "--tls-private-key-file", str(tls.key),
+         "--address", "127.0.0.1", "--port", str(port), "--timeout", "8",
+         *_cli_args(world)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
+    try:
+        client = None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                client = Client(port, tls.client_context(), timeout=20)
+                if client.get("/healthz")[0] == 200:
+                    break
+            except OSError:
+                client = None
+                time.sleep(0.1)
+        if client is None:
+            proc.kill()
+            pytest.fail("webhook did not start: " + proc.communicate()[1].decode())
+        assert _resp(client, review(pod(world.good)))["allowed"] is True
+        r = _resp(client, review(pod(world.unsigned)))
+        assert r["allowed"] is False and "baseline/modelkit-signed" in r["status"]["message"]
+        client.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        assert "admission webhook on https://127.0.0.1" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

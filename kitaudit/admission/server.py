@@ -128,6 +128,9 @@ class AdmissionController:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        close = getattr(self.verifier, "close", None)
+        if callable(close):
+            close()
 
     # ------------------------------------------------------------------ entry point
     def review(self, body: bytes, *, started: float | None = None) -> dict[str, Any]:
@@ -518,3 +521,51 @@ class WebhookServer:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+# ---------------------------------------------------------------------- entry points
+def build_controller(options: Any, *, net: dict[str, Any] | None = None,
+                     config: WebhookConfig | None = None,
+                     cache_ttl: float = 300.0) -> AdmissionController:
+    """A controller verifying with ``kitaudit.verify`` (``options``: a
+    ``kitaudit.verify.VerifyOptions``, compiled here once; bad keys, policies or trust
+    roots raise now, not at the first review). Registry calls get the request deadline
+    as their timeout so that a hung registry cannot hold a worker for long."""
+    from kitaudit.admission.verifier import KitauditVerifier
+
+    config = config or WebhookConfig()
+    net = dict(net or {})
+    net.setdefault("timeout", config.timeout)
+    net.setdefault("connect_timeout", min(5.0, config.timeout))
+    net.setdefault("max_retry_seconds", config.timeout)
+    net.setdefault("max_attempts", 2)
+    verifier = KitauditVerifier(options, net=net)
+    return AdmissionController(verifier, config, cache=ResultCache(ttl=cache_ttl))
+
+
+def serve(controller: AdmissionController, *, certfile: str, keyfile: str,
+          host: str = "0.0.0.0", port: int = 8443,  # noqa: S104 - a Pod serves on its IP
+          ready: Callable[[WebhookServer], None] | None = None) -> None:
+    """Serve HTTPS until SIGTERM or SIGINT (Kubernetes stops Pods with SIGTERM)."""
+    import signal
+
+    server = WebhookServer(controller, host=host, port=port, tls=TLSFiles(certfile, keyfile))
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("signal %d: shutting down", signum)
+        threading.Thread(target=server.httpd.shutdown, daemon=True).start()
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        log.info("kitaudit admission webhook on https://%s:%d/validate (mode %s, failure "
+                 "policy %s, timeout %gs)", host, server.port, controller.config.mode,
+                 controller.config.failure_policy, controller.config.timeout)
+        if ready is not None:
+            ready(server)
+        server.serve_forever()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        server._stop.set()
+        server.httpd.server_close()
+        controller.close()
