@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kitaudit.errors import KitauditError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO_ROOT / "examples" / "churn-model"
 DEMO_PASSWORD = "kitaudit-demo"  # noqa: S105 - the demo's throwaway key, not a secret
@@ -91,15 +93,42 @@ def run_demo(home: str | Path, *, registry: str | None = None, plain_http: bool 
          f"({signed.signer}; ML-BOM attestation: {'yes' if signed.sbom_signed else 'no'})",
          attached=signed.attached)
 
-    # 5. promote: challenger → champion
-    champion = local.full_ref(f"{repo}:champion")
-    local.tag(store, challenger, champion)
-    step("tag", f"{champion} → {packed.digest}")
-
+    net = {"plain_http": plain_http} if plain_http else {}
     if registry:
         from kitaudit.registry.transfer import push
 
-        for ref in (challenger, champion):
-            pushed = push(ref, store=store, progress="none", plain_http=plain_http)
-            step("push", f"{ref} → {registry} ({getattr(pushed, 'digest', '')})")
+        pushed = push(challenger, store=store, progress="none", **net)
+        step("push", f"{challenger} → {registry} with its signatures and ML-BOM "
+             f"({getattr(pushed, 'digest', packed.digest)})")
+
+    # 5. the admission check: signature, signed ML-BOM matching the manifest, baseline policy
+    from kitaudit.verify import VerifyOptions, verify
+
+    baseline = REPO_ROOT / "policies" / "baseline.yaml"
+    options = VerifyOptions(keys=[str(pub_path)], policies=[str(baseline)])
+    verdict = verify(challenger, options, store=store, remote=bool(registry), net=net)
+    result.verify_exit_code = verdict.exit_code
+    rules = verdict.policy.counts() if verdict.policy is not None else {}
+    step("verify", f"{challenger}: {verdict.decision} (exit {verdict.exit_code}; "
+         f"policy {baseline.name}: {rules})", decision=verdict.decision,
+         problems=list(verdict.problems))
+    if verdict.decision != "pass":
+        raise DemoError(f"verification did not pass: {'; '.join(verdict.problems) or rules}")
+
+    # 6. promote: challenger → champion
+    champion = local.full_ref(f"{repo}:champion")
+    if registry:
+        from kitaudit.registry.transfer import remote_tag
+
+        remote_tag(challenger, champion, **net)
+        step("tag", f"{champion} → {packed.digest} (manifest PUT on {registry})")
+    else:
+        local.tag(store, challenger, champion)
+        step("tag", f"{champion} → {packed.digest}")
     return result
+
+
+class DemoError(KitauditError):
+    """A demo step did not give the expected result."""
+
+    exit_code = 1

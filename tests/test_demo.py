@@ -17,6 +17,7 @@ def test_demo_end_to_end(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     steps = [s["step"] for s in data["steps"]]
-    assert steps[:5] == ["train", "pack", "generate-key-pair", "sign", "tag"]
+    assert steps[:6] == ["train", "pack", "generate-key-pair", "sign", "verify", "tag"]
+    assert data["verify_exit_code"] == 0
     assert data["digest"].startswith("sha256:")
     assert (tmp_path / "demo" / "cosign.pub").is_file()
