@@ -74,15 +74,18 @@ def verify_cmd(ref: str, keys: tuple[str, ...], certificate_identity: str | None
     from kitaudit.verify.result import VerifyResult
 
     try:
-        from kitaudit.policy import parse_param_args
+        parsed: dict[str, str] = {}
+        if params:
+            from kitaudit.policy.loader import parse_param_args
 
+            parsed = parse_param_args(list(params))
         opts = VerifyOptions(
             keys=list(keys), certificate_identity=certificate_identity,
             certificate_identity_regexp=certificate_identity_regexp,
             certificate_oidc_issuer=certificate_oidc_issuer,
             certificate_oidc_issuer_regexp=certificate_oidc_issuer_regexp,
             trusted_root=trusted_root, offline=offline, staging=staging,
-            policies=list(policies), params=parse_param_args(list(params)), waivers=waivers,
+            policies=list(policies), params=parsed, waivers=waivers,
             require_sbom=not no_sbom_required, deep=deep)
     except KitauditError as err:
         result = VerifyResult(reference=ref, problems=[err.message], fix=err.fix or "")

@@ -261,7 +261,8 @@ def decide(subject: Subject, comp: CompiledOptions, *, check_base: Any = None,
         result.warnings.extend(lineage_problems)
     doc = build_document(subject, kitfile, findings, sbom, lineage)
     if comp.policies:
-        from kitaudit.policy import evaluate, normalize_input
+        from kitaudit.policy.evaluate import evaluate
+        from kitaudit.policy.inputdoc import normalize_input
 
         report = evaluate(comp.policies, doc, waivers=comp.waivers, now=opts.now)
         result.policy = report
@@ -280,7 +281,7 @@ def decide(subject: Subject, comp: CompiledOptions, *, check_base: Any = None,
             if r.warns:
                 result.warnings.append(f"{r.policy}/{r.rule}: {r.reason}")
     else:
-        from kitaudit.policy import normalize_input
+        from kitaudit.policy.inputdoc import normalize_input
 
         result.input_document = normalize_input(doc, now=opts.now)
     result.problems.extend(denied)

@@ -247,13 +247,13 @@ def compile_options(options: VerifyOptions, *, cache_ttl: float = 0.0) -> Compil
     policies: list[Any] = []
     waivers: list[Any] = []
     if options.policies:
-        from kitaudit.policy import load_policies
+        from kitaudit.policy.loader import load_policies
 
         policies = load_policies(list(options.policies), params=dict(options.params) or None)
     elif options.params:
         raise UsageError("--param needs a --policy that declares it")
     if options.waivers:
-        from kitaudit.policy import load_waivers
+        from kitaudit.policy.waivers import load_waivers
 
         waivers = load_waivers(options.waivers)
 

@@ -45,7 +45,7 @@ class VerifyResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The documented, stable JSON form (``schemaVersion`` 1; keys only ever added)."""
-        from kitaudit.policy import to_json_document
+        from kitaudit.policy.inputdoc import to_json_document
 
         return {
             "schemaVersion": SCHEMA_VERSION,

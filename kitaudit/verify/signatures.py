@@ -158,7 +158,6 @@ def check_referrers(referrers: list[FetchedReferrer], digest: str, signer_policy
     from kitaudit.errors import VerificationError
     from kitaudit.signing.cosign import is_cosign_bundle_referrer
     from kitaudit.signing.verify_bundle import verify_bundle
-    from kitaudit.signing.verify_legacy import verify_legacy_layer
 
     out = Findings()
 
@@ -180,6 +179,8 @@ def check_referrers(referrers: list[FetchedReferrer], digest: str, signer_policy
                               predicate_type=str((layer.get("annotations") or {})
                                                  .get("predicateType", "")) if att else "")
                 try:
+                    from kitaudit.signing.verify_legacy import verify_legacy_layer
+
                     res = verify_legacy_layer(layer, _blob(ref, layer), expected_digest=digest,
                                               policy=signer_policy, trusted_root=trusted_root)
                     _fill(chk, res)
