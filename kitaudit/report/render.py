@@ -129,8 +129,8 @@ def render_html(report: dict[str, Any], *, template_dir: str | Path | None = Non
     import markupsafe
 
     return str(env.get_template("report.html.j2").render(
-        r=report, css=markupsafe.Markup(css),  # noqa: S704 - our stylesheet svg=svgs or _svgs(report), limit=LIST_LIMIT,
-        waivers_file=False))
+        r=report, css=markupsafe.Markup(css),  # noqa: S704 - our own stylesheet
+        svg=svgs or _svgs(report), limit=LIST_LIMIT, waivers_file=False))
 
 
 def render_markdown(report: dict[str, Any], *, template_dir: str | Path | None = None,
