@@ -1284,11 +1284,12 @@ def _json_value(v: Any, out: list[str]) -> None:
             _json_value(x, out)
         out.append("]")
     elif isinstance(v, dict):
+        _check_keys(v)
         out.append("{")
-        for i, k in enumerate(sorted(v, key=str)):
+        for i, k in enumerate(sorted(v)):
             if i:
                 out.append(",")
-            out.append(_json_str(str(k)))
+            out.append(_json_str(k))
             out.append(":")
             _json_value(v[k], out)
         out.append("}")
@@ -1597,6 +1598,18 @@ def _natural_cmp(a: str, b: str) -> int:
 _natural_key = functools.cmp_to_key(_natural_cmp)
 
 
+def _check_keys(d: dict[Any, Any]) -> None:
+    if not all(isinstance(k, str) for k in d):
+        raise KitfileError("parameters hold a map with non-string keys, which a Kitfile "
+                           "cannot represent")
+
+
+def _natural_items(d: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Map items in yaml.v3's key order."""
+    _check_keys(d)
+    return sorted(d.items(), key=lambda kv: _natural_key(kv[0]))
+
+
 def _is_empty_collection(v: Any) -> bool:
     return isinstance(v, (dict, list, tuple)) and not v
 
@@ -1630,7 +1643,7 @@ def _yaml_value_after(prefix: str, value: Any, indent: int, lines: list[str]) ->
     elif isinstance(value, dict):
         if value:
             lines.append(prefix)
-            _yaml_mapping(sorted(value.items(), key=lambda kv: _natural_key(kv[0])),
+            _yaml_mapping(_natural_items(value),
                           indent + 2, lines)
         else:
             lines.append(f"{prefix} {{}}")
@@ -1657,7 +1670,7 @@ def _yaml_sequence(items: list[Any], indent: int, lines: list[str]) -> None:
             if isinstance(item, _YStruct):
                 _yaml_mapping(item.pairs, indent + 2, sub)
             elif isinstance(item, dict):
-                _yaml_mapping(sorted(item.items(), key=lambda kv: _natural_key(kv[0])),
+                _yaml_mapping(_natural_items(item),
                               indent + 2, sub)
             else:
                 _yaml_sequence(list(item), indent + 2, sub)

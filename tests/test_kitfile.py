@@ -646,3 +646,13 @@ def test_top_level_fields_have_lines_for_validation() -> None:
         "Kitfile:3: manifestVersion: invalid manifestVersion: expect 1.0.0 but got 2.0"]
     with pytest.raises(KitfileError, match=r"^Kitfile: manifestVersion: .* got \(none\)$"):
         kf.loads("package:\n  name: x\n").validate()
+
+
+@pytest.mark.parametrize("value", [{1: "a"}, {"a": object()}, float("nan"), [float("inf")]])
+def test_serialising_non_json_parameters_is_a_kitfile_error(value: object) -> None:
+    k = Kitfile("1.0.0", model=Model(path="m", parameters=value))
+    with pytest.raises(KitfileError):
+        k.to_json()
+    if not isinstance(value, float) and value != [float("inf")]:
+        with pytest.raises(KitfileError):
+            k.to_yaml()
