@@ -1,0 +1,114 @@
+"""The audit database schema: forward migrations, refusing newer databases, read-only
+connections, the documented tables and views, and the CLI's usage errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from kitaudit._cli import main
+from kitaudit.audit import queries
+from kitaudit.audit.schema import (
+    SCHEMA_VERSION,
+    connect_readonly,
+    current_version,
+    describe,
+    open_db,
+)
+from kitaudit.errors import KitauditError
+
+TABLES = {"repositories", "tags", "tag_history", "manifests", "layers", "kitfiles",
+          "datasets", "referrers", "signatures", "sboms", "lineage_edges",
+          "policy_results", "crawls", "errors", "schema_version"}
+VIEWS = {"unsigned", "lineage", "policy_violations", "dataset_usage", "modelkits",
+         "tag_changes", "shared_datasets"}
+
+
+def test_new_database_has_every_table_view_and_fts(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "a.db")
+    assert TABLES <= set(db.table_names())
+    assert VIEWS == set(db.view_names())
+    assert {"kitfiles_fts", "datasets_fts", "repositories_fts"} <= set(db.table_names())
+    assert current_version(db) == SCHEMA_VERSION
+    fks = {(fk.table, fk.column, fk.other_table) for fk in db["tags"].foreign_keys}
+    assert ("tags", "digest", "manifests") in fks
+    assert db["manifests"].pks == ["digest"]
+    assert set(describe()["tables"]) == TABLES - {"schema_version"}
+    db.conn.close()
+
+
+def test_forward_migration_from_version_1(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = open_db(path, target=1)
+    assert current_version(db) == 1 and "shared_datasets" not in db.view_names()
+    db.conn.close()
+    db = open_db(path)
+    assert current_version(db) == SCHEMA_VERSION
+    assert "shared_datasets" in db.view_names()
+    versions = [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY 1")]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+    db.conn.close()
+
+
+def test_newer_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    db = open_db(path)
+    db.execute("INSERT INTO schema_version (version, applied_at, description) "
+               "VALUES (99, 'x', 'future')")
+    db.conn.commit()
+    db.conn.close()
+    with pytest.raises(KitauditError, match="newer"):
+        open_db(path)
+    with pytest.raises(KitauditError, match="schema version 99"):
+        connect_readonly(path)
+
+
+def test_not_a_database(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.db"
+    bad.write_text("hello, not sqlite" * 100)
+    with pytest.raises(KitauditError, match="not a usable audit database"):
+        open_db(bad)
+    with pytest.raises(KitauditError, match="does not exist"):
+        connect_readonly(tmp_path / "missing.db")
+
+
+def test_readonly_connection_refuses_writes(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    open_db(path).conn.close()
+    conn = connect_readonly(path)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        conn.execute("INSERT INTO crawls (target) VALUES ('x')")
+    conn.close()
+    assert queries.sql(path, "SELECT count(*) AS n FROM crawls").rows == [{"n": 0}]
+    with pytest.raises(KitauditError):
+        queries.sql(path, "SELECT * FROM no_such_table")
+
+
+def test_cli_usage_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = runner.invoke(main, ["crawl", "local", "--db", str(tmp_path / "x.db"),
+                               "--policy", "policies/baseline.yaml"])
+    assert out.exit_code == 2 and "trust options" in out.output
+    out = runner.invoke(main, ["crawl", "local", "--db", str(tmp_path / "x.db"),
+                               "--shard", "3/2"])
+    assert out.exit_code == 2 and "--shard" in out.output
+    out = runner.invoke(main, ["crawl", "https://example.com", "--db",
+                               str(tmp_path / "x.db")])
+    assert out.exit_code == 2 and "not a URL" in out.output
+    out = runner.invoke(main, ["db", "merge", str(tmp_path / "o.db"),
+                               str(tmp_path / "missing.db")])
+    assert out.exit_code == 2 and "does not exist" in out.output
+
+
+@pytest.mark.skipif(importlib.util.find_spec("datasette") is not None,
+                    reason="datasette is installed: browse would start a server")
+def test_browse_without_datasette_says_how_to_install(tmp_path: Path) -> None:
+    path = tmp_path / "b.db"
+    open_db(path).conn.close()
+    out = CliRunner().invoke(main, ["browse", "--db", str(path)])
+    assert out.exit_code == 2
+    assert "Datasette is not installed" in out.output and "kitaudit[browse]" in out.output
