@@ -481,3 +481,30 @@ def test_cli(signed_local, store, alice, mallory, monkeypatch, work):
     assert res.exit_code == 1
     assert "rule strict/signer-allow-listed: FAIL" in res.output and "fix:" in res.output
 
+
+
+def test_lineage_base_model_verified(work, store, alice, mallory):
+    base = "localhost/verify/base:v1"
+    base_digest = make_kit(work, store, base, name="base", seed="base")
+    sign_local(store, base, alice.signer)
+    ctx = work / "ctx-child"
+    (ctx / "data").mkdir(parents=True)
+    (ctx / "Kitfile").write_text(
+        "manifestVersion: 1.0.0\npackage:\n  name: child\n  license: Apache-2.0\n"
+        f"model:\n  name: child\n  path: {base}\n  license: Apache-2.0\n"
+        "datasets:\n  - name: tune\n    path: data/tune.csv\n    license: MIT\n")
+    (ctx / "data" / "tune.csv").write_text("x\n")
+    child = "localhost/verify/child:v1"
+    pack(ctx, tags=[child], store=store)
+    sign_local(store, child, alice.signer)
+    res = verify(child, opts(alice.pub, policies=[BASELINE]), store=store)
+    assert res.decision == "pass", res.problems
+    [b] = res.input_document["lineage"]["base_models"]
+    assert (b["digest"], b["signed"], b["verified"], b["depth"]) == (base_digest, True, True, 1)
+    assert res.input_document["lineage"]["depth"] == 1
+    assert res.input_document["sbom"]["ancestors"][0]["digest"] == base_digest
+    # base model signed by a key we do not accept: signed, not verified
+    sign_local(store, child, mallory.signer)
+    res = verify(child, opts(mallory.pub, policies=[BASELINE]), store=store)
+    [b] = res.input_document["lineage"]["base_models"]
+    assert (b["signed"], b["verified"]) == (True, False)
