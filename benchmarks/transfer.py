@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -88,9 +87,10 @@ def _curl_push(host: str, repo: str, store: Store, descs: list[dict]) -> float:
         loc = next(line.split(":", 1)[1].strip() for line in out.splitlines()
                    if line.lower().startswith("location:"))
         sep = "&" if "?" in loc else "?"
+        # -T streams the file (--data-binary @file would read it into memory first)
         subprocess.run(["curl", "-sS", "-f", "-X", "PUT", "-H",
-                        "Content-Type: application/octet-stream", "--data-binary",
-                        f"@{store.blob_path(d['digest'])}", "-o", "/dev/null",
+                        "Content-Type: application/octet-stream", "-H", "Expect:",
+                        "-T", str(store.blob_path(d["digest"])), "-o", "/dev/null",
                         f"{loc}{sep}digest={d['digest']}"], check=True)
 
     os.sync()
@@ -124,15 +124,17 @@ def _timed(fn) -> float:
 
 
 def _rss_push(host: str, home: Path, ref: str) -> float:
-    """Peak RSS (MB) of a separate ``kitaudit push`` process."""
+    """Peak RSS (MB) of a separate ``kitaudit push`` process (measured by a wrapper
+    process, so that curl's and skopeo's memory does not count)."""
     env = {**os.environ, "KITAUDIT_HOME": str(home)}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     exe = Path(sys.executable).parent / "kitaudit"
-    subprocess.run([str(exe), "push", "--plain-http",
-                    "--progress", "none", ref], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(peak, before) / 1024
+    wrapper = ("import resource, subprocess, sys; "
+               "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", wrapper, str(exe), "push", "--plain-http",
+                          "--progress", "none", ref], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return int(out.strip().splitlines()[-1]) / 1024
 
 
 def main() -> None:
