@@ -19,7 +19,6 @@ field documented in docs/policy.md) — only ever from a verified attestation.
 
 from __future__ import annotations
 
-import urllib.parse
 from typing import Any
 
 from kitaudit.verify.signatures import Checked, Findings
@@ -171,162 +170,12 @@ def deep_check(manifest: dict[str, Any], rehash: Any) -> tuple[list[str], int]:
 
 
 # ---------------------------------------------------------------------- input document
-def _strings(values: Any) -> list[str]:
-    out = []
-    for v in values or []:
-        if isinstance(v, str):
-            out.append(v)
-        elif isinstance(v, dict):
-            text = v.get("name") or v.get("description") or v.get("text")
-            if isinstance(text, str):
-                out.append(text)
-    return out
-
-
-def _names(parties: Any) -> list[str]:
-    out = []
-    for p in parties or []:
-        if not isinstance(p, dict):
-            continue
-        for key in ("organization", "contact"):
-            sub = p.get(key)
-            if isinstance(sub, dict):
-                name = sub.get("name") or sub.get("email")
-                if name:
-                    out.append(str(name))
-                    break
-        else:
-            if p.get("name"):
-                out.append(str(p["name"]))
-    return out
-
-
-def _hashes(comp: dict[str, Any]) -> dict[str, str]:
-    return {str(h["alg"]): str(h["content"]) for h in comp.get("hashes") or []
-            if isinstance(h, dict) and h.get("alg") and h.get("content")}
-
-
-def _license_text(licenses: list[str]) -> str:
-    if not licenses:
-        return ""
-    if len(licenses) == 1:
-        return licenses[0]
-    return " AND ".join(f"({x})" if " " in x else x for x in licenses)
-
-
-def _card(model: dict[str, Any]) -> dict[str, Any]:
-    mc = model.get("modelCard") or {}
-    mp = mc.get("modelParameters") or {}
-    cons = mc.get("considerations") or {}
-    qa = mc.get("quantitativeAnalysis") or {}
-    metrics = [{"type": str(m.get("type") or ""), "value": str(m.get("value") or ""),
-                "slice": str(m.get("slice") or "")}
-               for m in qa.get("performanceMetrics") or [] if isinstance(m, dict)]
-    fairness = [{"group_at_risk": str(x.get("groupAtRisk") or ""),
-                 "benefits": str(x.get("benefits") or ""), "harms": str(x.get("harms") or ""),
-                 "mitigation": str(x.get("mitigationStrategy") or "")}
-                for x in cons.get("fairnessAssessments") or [] if isinstance(x, dict)]
-    ethics = [{"name": str(x.get("name") or ""),
-               "mitigation": str(x.get("mitigationStrategy") or "")}
-              for x in cons.get("ethicalConsiderations") or [] if isinstance(x, dict)]
-    energy = [x for x in ((cons.get("environmentalConsiderations") or {})
-                          .get("energyConsumptions") or []) if isinstance(x, dict)]
-    datasets = []
-    for d in mp.get("datasets") or []:
-        if isinstance(d, dict):
-            value = d.get("ref") or d.get("name")
-            if value:
-                datasets.append(str(value))
-    return {
-        "approach": str((mp.get("approach") or {}).get("type") or ""),
-        "task": str(mp.get("task") or ""),
-        "architecture_family": str(mp.get("architectureFamily") or ""),
-        "architecture": str(mp.get("modelArchitecture") or ""),
-        "intended_use": _strings(cons.get("useCases")),
-        "users": _strings(cons.get("users")),
-        "limitations": _strings(cons.get("technicalLimitations")),
-        "tradeoffs": _strings(cons.get("performanceTradeoffs")),
-        "metrics": metrics, "fairness": fairness, "ethical_considerations": ethics,
-        "energy": energy, "datasets": datasets,
-    }
-
-
-def _ancestor_reference(purl: str | None, digest: str | None) -> str:
-    if not purl or not purl.startswith("pkg:oci/"):
-        return ""
-    query = urllib.parse.parse_qs(urllib.parse.urlsplit(purl.replace("pkg:oci/", "x://h/", 1))
-                                  .query)
-    repo = (query.get("repository_url") or [""])[0]
-    if not repo:
-        return ""
-    if digest:
-        return f"{repo}@{digest}"
-    tag = (query.get("tag") or [""])[0]
-    return f"{repo}:{tag}" if tag else repo
-
-
 def content(bom: dict[str, Any]) -> dict[str, Any]:
-    """The content fields of the input document's ``sbom`` map from a BOM."""
-    from kitaudit.mlbom import _components_of, _model_of, check, completeness, facts
+    """The content fields of the input document's ``sbom`` map (the ML-BOM module's
+    :func:`kitaudit.mlbom.sbom_input`)."""
+    from kitaudit.mlbom import sbom_input
 
-    f = facts(bom)
-    model = _model_of(bom)
-    model_doc: dict[str, Any] = {"name": "", "version": "", "license": "", "purl": "",
-                                 "hashes": {}, "card": _card({})}
-    if model is not None:
-        fm = f.get("model") or {}
-        model_doc = {"name": str(model.get("name") or ""),
-                     "version": str(model.get("version") or ""),
-                     "license": _license_text(list(fm.get("licenses") or [])),
-                     "purl": str(model.get("purl") or ""),
-                     "hashes": _hashes(model), "card": _card(model)}
-    datasets = []
-    for c in _components_of(bom):
-        if c.get("type") != "data":
-            continue
-        data = next((d for d in c.get("data") or [] if isinstance(d, dict)), {})
-        from kitaudit.mlbom import _license_strings
-
-        url = str((data.get("contents") or {}).get("url") or "")
-        if not url:
-            url = next((str(r.get("url")) for r in c.get("externalReferences") or []
-                        if isinstance(r, dict) and r.get("type") in ("distribution", "vcs")
-                        and r.get("url")), "")
-        source = ""
-        for key in ("supplier", "publisher", "author", "manufacturer"):
-            val = c.get(key)
-            if isinstance(val, dict):
-                val = val.get("name")
-            if val:
-                source = str(val)
-                break
-        gov = data.get("governance") or {}
-        datasets.append({
-            "name": str(c.get("name") or ""), "version": str(c.get("version") or ""),
-            "license": _license_text(_license_strings(c)), "hashes": _hashes(c),
-            "classification": str(data.get("classification") or ""),
-            "provenance": {"url": url, "source": source},
-            "governance": {"owners": _names(gov.get("owners")),
-                           "custodians": _names(gov.get("custodians")),
-                           "stewards": _names(gov.get("stewards"))},
-            "sensitive_data": [str(x) for x in data.get("sensitiveData") or []
-                               if isinstance(x, str)],
-        })
-    ancestors = [{"name": str(a.get("name") or ""), "version": str(a.get("version") or ""),
-                  "purl": str(a.get("purl") or ""),
-                  "reference": str(a.get("reference") or "") or
-                  _ancestor_reference(a.get("purl"), a.get("digest")),
-                  "digest": str(a.get("digest") or ""),
-                  "license": _license_text(list(a.get("licenses") or []))}
-                 for a in f.get("ancestors") or []]
-    findings = check(bom)
-    return {
-        "spec_version": str(f.get("spec_version") or ""),
-        "licenses": list(f.get("licenses") or []),
-        "model": model_doc, "datasets": datasets, "ancestors": ancestors,
-        "completeness": {"score": completeness(findings) / 100.0,
-                         "missing": [x.id for x in findings if x.status == "missing"]},
-    }
+    return sbom_input(bom)
 
 
 def choose(findings: Findings, digest: str, manifest: dict[str, Any], kitfile: Any
