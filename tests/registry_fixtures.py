@@ -367,12 +367,15 @@ def make_registry(tmp_path: Path) -> Iterator[Callable[..., RegistryServer]]:
 @dataclass
 class Fault:
     """One injected fault. ``kind``: drop (close after ``after`` body bytes), status
-    (answer ``status`` with ``headers``), flip (xor one byte at ``at``), slow (sleep
-    ``delay`` seconds per 64 KiB). Applies to requests whose method matches and whose
-    path matches the regex ``path``, ``times`` times (None = always)."""
+    (answer ``status`` with ``headers`` and ``body`` without asking the registry), rewrite
+    (forward, but answer the registry's response with ``status`` instead), flip (xor
+    one byte at ``at``), slow (sleep ``delay`` seconds per 64 KiB). Applies to requests
+    whose method matches and whose path matches the regex ``path``, ``times`` times
+    (None = always)."""
 
     kind: str
     path: str = r"/blobs/sha256:"
+    body: bytes = b'{"errors":[{"code":"UNAVAILABLE"}]}'
     method: str = "GET"
     times: int | None = 1
     after: int = 0
@@ -504,7 +507,7 @@ class FaultProxy:
         fault = self._take_fault(method, path)
         if fault and fault.kind == "status":
             self._log(method, path, fault.status, 0, len(body))
-            self._send(h, fault.status, fault.headers, b'{"errors":[{"code":"UNAVAILABLE"}]}')
+            self._send(h, fault.status, fault.headers, fault.body)
             return
         m_ref = re.match(r"^/v2/(.+)/referrers/(sha256:[0-9a-f]{64})(\?.*)?$", path)
         if self.referrers_api and m_ref and method == "GET":
@@ -563,14 +566,15 @@ class FaultProxy:
             if subject:
                 out_headers.append(("OCI-Subject", subject))
         declared = resp.getheader("Content-Length")
-        h.send_response(resp.status)
+        status = fault.status if fault and fault.kind == "rewrite" else resp.status
+        h.send_response(status)
         for k, v in out_headers:
             h.send_header(k, v)
         if method == "HEAD" or resp.status in (204, 304):
             h.send_header("Content-Length", declared or "0")
             resp.read()
             conn.close()
-            self._log(method, path, resp.status, 0, len(body))
+            self._log(method, path, status, 0, len(body))
             h.end_headers()
             return
         if declared is None:
@@ -581,7 +585,7 @@ class FaultProxy:
             chunks = iter(lambda: resp.read(65536), b"")
         # logged before the body goes out and counted before each write, so that a
         # client that has its answer always finds the exchange complete in the log
-        exchange = self._log(method, path, resp.status, 0, len(body))
+        exchange = self._log(method, path, status, 0, len(body))
         h.send_header("Content-Length", declared)
         h.end_headers()
         try:

@@ -223,3 +223,69 @@ def test_pushed_manifest_is_byte_identical(registry, tmp_path, kit_home):
     assert man.raw == kit.raw and man.digest == kit.digest
     assert json.loads(man.raw)["artifactType"] == "application/vnd.kitops.modelkit.manifest.v1+json"
     client.close()
+
+
+def _chunky_client(server) -> RegistryClient:
+    client = RegistryClient(server.host, net=NetOptions(plain_http=True))
+    client.monolithic_limit = 0
+    client.chunk_size = 100_000
+    return client
+
+
+def test_quirk_201_on_patch_is_accepted(registry, fault_proxy, tmp_path, kit_home):
+    """ECR answers 201 (not 202) to PATCH: the upload goes on."""
+    proxy = fault_proxy(registry)
+    proxy.add("rewrite", method="PATCH", path=r"/blobs/uploads/", status=201, times=None)
+    store = Store(tmp_path / "s")
+    data = hashlib.sha256(b"ecr").digest() * 10_000
+    digest = store.put_blob(data)
+    client = _chunky_client(proxy)
+    client.upload_blob("quirks/ecr", digest, len(data), store.blob_path(digest))
+    assert sum(1 for e in proxy.exchanges if e.method == "PATCH" and e.status == 201) == 4
+    assert client.get_blob_bytes("quirks/ecr", digest) == data
+    client.close()
+
+
+def test_quirk_416_on_patch_falls_back_to_monolithic(registry, fault_proxy, tmp_path,
+                                                     kit_home):
+    """ghcr.io answers 416 to large PATCHes: one monolithic PUT instead."""
+    proxy = fault_proxy(registry)
+    proxy.add("status", method="PATCH", path=r"/blobs/uploads/", status=416, body=b"")
+    store = Store(tmp_path / "s")
+    data = hashlib.sha256(b"ghcr").digest() * 10_000
+    digest = store.put_blob(data)
+    client = _chunky_client(proxy)
+    client.upload_blob("quirks/ghcr", digest, len(data), store.blob_path(digest))
+    puts = [e for e in proxy.exchanges if e.method == "PUT" and "/blobs/uploads/" in e.path]
+    assert len(puts) == 1 and puts[0].request_bytes == len(data)
+    assert client.get_blob_bytes("quirks/ghcr", digest) == data
+    client.close()
+
+
+def test_quirk_repository_not_created_on_push(registry, fault_proxy, tmp_path, kit_home):
+    proxy = fault_proxy(registry)
+    proxy.add("status", method="POST", path=r"/blobs/uploads/", status=404, times=None,
+              body=b'{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not '
+                   b'known to registry"}]}')
+    src = Store(tmp_path / "s")
+    ref = f"{proxy.host}/quirks/absent:v1"
+    build_modelkit(src, ref, seed="absent")
+    with pytest.raises(NotFound) as err:
+        push(ref, store=src, progress="none", **proxy.net)
+    assert "does not exist" in str(err.value)
+    assert "create the repository" in (err.value.fix or "")
+
+
+def test_remote_tag_into_other_repository_mounts(registry, fault_proxy, tmp_path, kit_home):
+    src = Store(tmp_path / "s")
+    ref = f"{registry.host}/team/tag-src:v1"
+    kit = build_modelkit(src, ref, seed="tag-other")
+    push(ref, store=src, progress="none", **registry.net)
+    proxy = fault_proxy(registry)
+    remote_tag(f"{proxy.host}/team/tag-src:v1", f"{proxy.host}/team/tag-dst:prod",
+               **proxy.net)
+    assert not [e for e in proxy.exchanges if e.method in ("GET", "PATCH")
+                and "/blobs/" in e.path]
+    assert not [e for e in proxy.exchanges if e.method == "PUT" and "/blobs/" in e.path]
+    desc, _m, _r = remote_manifest(f"{registry.host}/team/tag-dst:prod", **registry.net)
+    assert desc["digest"] == kit.digest
