@@ -100,7 +100,14 @@ def one(conn: http.client.HTTPSConnection, body: bytes) -> dict[str, Any]:
     return json.loads(data)["response"]
 
 
-def load(port: int, ctx: Any, ref: str, seconds: float, clients: int) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(port: int, ctx: Any, ref: str, seconds: float, clients: int,
+         pids: dict[str, int]) -> dict[str, float]:
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors: list[str] = []
     stop = time.monotonic() + seconds
@@ -126,13 +133,19 @@ def load(port: int, ctx: Any, ref: str, seconds: float, clients: int) -> dict[st
         t.start()
     start_gate.wait()
     began = time.monotonic()
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     for t in threads:
         t.join()
     elapsed = time.monotonic() - began
+    cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
     if errors:
         raise RuntimeError(f"denied during the benchmark: {errors[0]}")
     all_lat = sorted(x for lat in latencies for x in lat)
+    n = max(1, len(all_lat))
     return {"reviews": len(all_lat), "seconds": round(elapsed, 3),
+            **{f"{name}_cpu_ms_per_review": round(c * 1000 / n, 3) for name, c in cpu.items()},
+            "webhook_capacity_per_core": round(n / cpu["webhook"], 1) if cpu["webhook"]
+            else 0.0,
             "per_second": round(len(all_lat) / elapsed, 1),
             "p50_ms": round(statistics.median(all_lat) * 1000, 2),
             "p99_ms": round(all_lat[int(len(all_lat) * 0.99) - 1] * 1000, 2)}
@@ -199,8 +212,10 @@ def main() -> int:
             pinned = ref.rsplit(":", 1)[0] + "@" + digest
             one(conn, review_body(pinned, 0))  # warm the pinned entry
             conn.close()
-            out["warm_by_tag"] = load(port, ctx, ref, args.seconds, args.clients)
-            out["warm_by_digest"] = load(port, ctx, pinned, args.seconds, args.clients)
+            pids = {"webhook": proc.pid, "registry": registry.proc.pid}
+            out["load_average"] = os.getloadavg()[0]
+            out["warm_by_tag"] = load(port, ctx, ref, args.seconds, args.clients, pids)
+            out["warm_by_digest"] = load(port, ctx, pinned, args.seconds, args.clients, pids)
         finally:
             if proc is not None:
                 proc.terminate()
@@ -210,12 +225,16 @@ def main() -> int:
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"admission webhook, {out['cpus']} CPUs, {args.clients} concurrent clients")
+        print(f"admission webhook, {out['cpus']} CPUs (load average {out['load_average']:.1f} "
+              f"before the run), {args.clients} concurrent clients")
         print(f"  cold first review (full verification): {out['cold_first_review_ms']} ms")
         for name in ("warm_by_tag", "warm_by_digest"):
             m = out[name]
             print(f"  {name.replace('_', ' ')}: {m['per_second']} reviews/s "
-                  f"(p50 {m['p50_ms']} ms, p99 {m['p99_ms']} ms, {m['reviews']} reviews)")
+                  f"(p50 {m['p50_ms']} ms, p99 {m['p99_ms']} ms, {m['reviews']} reviews); "
+                  f"webhook CPU {m['webhook_cpu_ms_per_review']} ms/review = "
+                  f"{m['webhook_capacity_per_core']} reviews/s per core, registry CPU "
+                  f"{m['registry_cpu_ms_per_review']} ms/review")
         print(f"  target ≥ {TARGET:g} reviews/s warm: "
               f"{'met' if out['meets_target'] else 'NOT met'}")
     return 0

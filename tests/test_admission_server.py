@@ -146,9 +146,12 @@ class TimingVerifier:
     policy_hash: str = "sha256:policy"
     trust_hash: str = "sha256:trust"
     calls: dict[str, int] = field(default_factory=dict)
+    resolves: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def resolve(self, reference: str) -> str:
+        with self.lock:
+            self.resolves += 1
         return reference.partition("@")[2] or D1
 
     def verify(self, reference: str, digest: str) -> Verdict:
@@ -425,3 +428,12 @@ def test_config_validation():
         WebhookConfig(failure_policy="ignore")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="at most 30"):
         WebhookConfig(timeout=31)
+
+
+@pytest.mark.parametrize("tag_ttl, resolves", [(0.0, 3), (60.0, 1)])
+def test_tag_resolution_cache(serve, tag_ttl, resolves):
+    v = TimingVerifier({"r.example/m/a:1": PASS})
+    client, _ = serve(v, tag_ttl=tag_ttl)
+    for _ in range(3):
+        assert client.post(review(pod("r.example/m/a:1")))[1]["response"]["allowed"] is True
+    assert v.resolves == resolves and v.calls == {"r.example/m/a:1": 1}

@@ -68,7 +68,7 @@ def _verify_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _build(kw: dict[str, Any], cache_ttl: float, workers: int) -> Any:
+def _build(kw: dict[str, Any], cache_ttl: float, workers: int, tag_ttl: float = 0.0) -> Any:
     from kitaudit.admission.server import WebhookConfig, build_controller
     from kitaudit.policy import parse_param_args
     from kitaudit.verify import VerifyOptions
@@ -84,7 +84,7 @@ def _build(kw: dict[str, Any], cache_ttl: float, workers: int) -> Any:
     net = {k: kw[k] for k in ("plain_http", "tls_verify", "tls_cert") if kw[k] is not None}
     config = WebhookConfig(mode=kw["mode"], failure_policy=kw["failure_policy"],
                            timeout=kw["timeout"], image_patterns=tuple(kw["image_patterns"]),
-                           workers=workers)
+                           workers=workers, tag_ttl=tag_ttl)
     return build_controller(options, net=net, config=config, cache_ttl=cache_ttl)
 
 
@@ -106,11 +106,16 @@ def admission() -> None:
               help="Seconds a clean pass is remembered (0: no cache). Failures never are.")
 @click.option("--workers", type=click.IntRange(1, 256), default=16, show_default=True,
               help="Verifications running at the same time.")
+@click.option("--tag-cache-ttl", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Seconds a tag's digest is reused without asking the registry (0: "
+                   "resolve every time). Digest-pinned references never need the "
+                   "registry once cached.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 @_verify_options
 def serve_cmd(tls_cert_file: str, tls_private_key_file: str, address: str, port: int,
-              cache_ttl: float, workers: int, log_level: str, **kw: Any) -> None:
+              cache_ttl: float, workers: int, tag_cache_ttl: float, log_level: str,
+              **kw: Any) -> None:
     """Serve the validating webhook over HTTPS: POST /validate (AdmissionReview v1),
     GET /healthz, GET /metrics.
 
@@ -125,7 +130,7 @@ def serve_cmd(tls_cert_file: str, tls_private_key_file: str, address: str, port:
 
     logging.basicConfig(level=getattr(logging, log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    controller = _build(kw, cache_ttl, workers)
+    controller = _build(kw, cache_ttl, workers, tag_cache_ttl)
     serve(controller, certfile=tls_cert_file, keyfile=tls_private_key_file, host=address,
           port=port)
 

@@ -61,13 +61,16 @@ FailurePolicy = Literal["deny", "allow"]
 class WebhookConfig:
     """``timeout``: seconds per request (keep it below the webhook's ``timeoutSeconds``);
     ``image_patterns``: globs over ``registry/repository`` of container images that are
-    ModelKits; ``workers``: verifications running at the same time."""
+    ModelKits; ``workers``: verifications running at the same time; ``tag_ttl``: seconds
+    a tag's digest is reused without asking the registry (0, the default: every review
+    resolves the tag again)."""
 
     mode: Mode = "enforce"
     failure_policy: FailurePolicy = "deny"
     timeout: float = 8.0
     image_patterns: tuple[str, ...] = ()
     workers: int = 16
+    tag_ttl: float = 0.0
 
     def __post_init__(self) -> None:
         from kitaudit.errors import UsageError
@@ -82,6 +85,8 @@ class WebhookConfig:
                              fix="keep it below the webhook's timeoutSeconds")
         if self.workers < 1:
             raise UsageError("workers must be at least 1")
+        if self.tag_ttl < 0:
+            raise UsageError("tag TTL must not be negative")
 
 
 @dataclass
@@ -124,6 +129,7 @@ class AdmissionController:
         self._pool = cf.ThreadPoolExecutor(max_workers=self.config.workers,
                                            thread_name_prefix="kitaudit-verify")
         self._inflight: dict[CacheKey, cf.Future[Verdict]] = {}
+        self._tags: dict[str, tuple[float, str]] = {}  # tag reference -> (expiry, digest)
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -172,7 +178,7 @@ class AdmissionController:
         for ref in refs:
             check = Check(ref, found.paths_of(ref), None)
             checks.append(check)
-            quick = self._cached_pinned(ref)
+            quick = self._cached_quick(ref)
             if quick is not None:
                 check.verdict, check.cached = quick, True
                 continue
@@ -198,10 +204,24 @@ class AdmissionController:
     def _key(self, ref: str, digest: str) -> CacheKey:
         return CacheKey(ref, digest, self.verifier.policy_hash, self.verifier.trust_hash)
 
-    def _cached_pinned(self, ref: str) -> Verdict | None:
-        """A digest-pinned reference can be answered from the cache without a thread."""
+    def _known_digest(self, ref: str) -> str | None:
+        """The digest of a pinned reference, or of a tag resolved less than ``tag_ttl``
+        seconds ago; None when the registry must be asked."""
         _, at, digest = ref.partition("@")
-        if not at:
+        if at:
+            return digest
+        if self.config.tag_ttl <= 0:
+            return None
+        with self._lock:
+            entry = self._tags.get(ref)
+        if entry is None or entry[0] <= self._clock():
+            return None
+        return entry[1]
+
+    def _cached_quick(self, ref: str) -> Verdict | None:
+        """A cache hit found without a registry call is answered without a thread."""
+        digest = self._known_digest(ref)
+        if digest is None:
             return None
         hit = self.cache.get(self._key(ref, digest))
         if hit is not None:
@@ -212,10 +232,18 @@ class AdmissionController:
         """(verdict, from cache) for one reference; runs on the pool."""
         from kitaudit.errors import KitauditError
 
-        try:
-            digest = self.verifier.resolve(ref)
-        except KitauditError as err:
-            return Verdict(ref, "error", problems=(f"cannot resolve: {err.message}",)), False
+        digest = self._known_digest(ref)
+        if digest is None:
+            try:
+                digest = self.verifier.resolve(ref)
+            except KitauditError as err:
+                return Verdict(ref, "error", problems=(f"cannot resolve: {err.message}",)), \
+                    False
+            if self.config.tag_ttl > 0:
+                with self._lock:
+                    if len(self._tags) >= 10_000:
+                        self._tags.clear()
+                    self._tags[ref] = (self._clock() + self.config.tag_ttl, digest)
         key = self._key(ref, digest)
         hit = self.cache.get(key)
         if hit is not None:
