@@ -507,3 +507,30 @@ def test_local_store_and_oci_layout_crawl(world: World, tmp_path: Path,
                                     "json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["modelkits"] == 6
+
+
+def test_modelpack_and_unverified_crawl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CNCF ModelPack artifact is a ModelKit too; without trust options signatures are
+    recorded as found, unverified, and no policy is evaluated."""
+    monkeypatch.setenv("KITAUDIT_HOME", str(tmp_path / "home"))
+    store = Store(tmp_path / "home" / "store")
+    ctx = tmp_path / "mp"
+    ctx.mkdir()
+    (ctx / "Kitfile").write_text(_kitfile("packed", "model.bin", []))
+    (ctx / "model.bin").write_text("weights")
+    res = pack(ctx, tags=["localhost/team/packed:v1"], store=store, use_model_pack=True)
+    priv = ec.generate_private_key(ec.SECP256R1())
+    sign_reference("localhost/team/packed:v1", KeySigner(keys.LoadedKey(priv, "k")),
+                   store=store)
+    db = tmp_path / "mp.db"
+    stats = crawl("local", db)
+    assert stats.modelkits == 1 and stats.errors == 0
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT format, signed, decision FROM manifests WHERE digest=?",
+                        (res.digest,)).fetchone() == ("modelpack", 0, None)
+    assert conn.execute("SELECT package_name FROM kitfiles").fetchone() == ("packed",)
+    sigs = conn.execute("SELECT verified, attestation FROM signatures ORDER BY attestation"
+                        ).fetchall()
+    assert sigs == [(0, 0), (0, 1)]
+    assert conn.execute("SELECT count(*) FROM policy_results").fetchone() == (0,)
+    assert [r["reason"] for r in queries.unsigned(db).rows] == ["signature not verified"]

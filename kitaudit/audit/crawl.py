@@ -338,6 +338,8 @@ def _read_manifest(source: Source, verifier: Verifier, repo: str, digest: str,
     for desc, legacy, source_name, fm_ref in found[:MAX_REFERRERS]:
         at = desc.get("artifactType")
         wanted = legacy or at in FETCHED_TYPES or not at
+        if not verifier.enabled and (legacy or at == mt.SIGSTORE_BUNDLE_V03):
+            wanted = False  # nothing to verify with: the descriptor says enough
         doc_r: dict[str, Any] = {}
         if wanted:
             try:
@@ -361,6 +363,8 @@ def _read_manifest(source: Source, verifier: Verifier, repo: str, digest: str,
                         bom = parsed
                         rec.sbom_referrer = desc["digest"]
                         break
+        if legacy and fm_ref is not None and not doc_r:
+            doc_r = fm_ref.data()
         rec.referrers.append({**_referrer_row(desc, doc_r, source_name, repo),
                               "_bundle": bool(legacy or (at or doc_r.get("artifactType"))
                                               == mt.SIGSTORE_BUNDLE_V03),
