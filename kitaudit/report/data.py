@@ -228,12 +228,15 @@ class _Builder:
         targets = {cr["target"] for cr in self.current}
         target_of_crawl = {cr["id"]: cr["target"] for cr in crawls}
         self.repos: dict[str, dict[str, Any]] = {}
+        self.gone_repos: list[str] = []
         for r in c.execute("SELECT * FROM repositories ORDER BY name"):
             row = dict(r)
             if not self._repo_ok(row["name"]):
                 continue
-            if target_of_crawl.get(row["last_seen_crawl"]) not in targets and \
-                    target_of_crawl.get(row["first_seen_crawl"]) not in targets:
+            # a repository the latest crawl of its target did not list any more is gone
+            if row["last_seen_crawl"] not in self.current_ids:
+                if target_of_crawl.get(row["last_seen_crawl"]) in targets:
+                    self.gone_repos.append(row["name"])
                 continue
             self.repos[row["name"]] = row
         self.tags: list[dict[str, Any]] = [
@@ -604,7 +607,7 @@ class _Builder:
     def changes_section(self, baseline: dict[str, Any] | None) -> dict[str, Any]:
         empty: dict[str, Any] = {"baseline": None, "new": [], "removed": [], "retagged": [],
                                  "tags_added": [], "tags_removed": [], "newly_failing": [],
-                                 "newly_passing": []}
+                                 "newly_passing": [], "note": ""}
         if baseline is None:
             empty["note"] = "no comparison asked for (--since)"
             return empty
@@ -632,7 +635,7 @@ class _Builder:
             then_tags = {(r["repository"], r["tag"]): r["digest"] for r in _rows(
                 self.conn, "SELECT h.repository, h.tag, h.digest FROM tag_history h "
                            "JOIN manifests m ON m.digest = h.digest AND m.kind = 'modelkit' "
-                           "WHERE h.crawl_id IN ({in})", ids) if r["repository"] in self.repos}
+                           "WHERE h.crawl_id IN ({in})", ids) if self._repo_ok(r["repository"])}
             then_kits = {}
             cutoff = max(ids)
             then_violations = set()
@@ -843,7 +846,7 @@ class _Builder:
             digests = {r["digest"] for r in self.conn.execute(
                 "SELECT h.repository, h.digest FROM tag_history h JOIN manifests m ON "
                 "m.digest = h.digest WHERE h.crawl_id = ? AND m.kind = 'modelkit'",
-                (cr["id"],)) if r["repository"] in self.repos}
+                (cr["id"],)) if self._repo_ok(r["repository"])}
             if not digests:
                 continue
             cols = "subject_digest, first_seen_crawl" if has_first_seen else \
