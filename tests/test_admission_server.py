@@ -437,3 +437,31 @@ def test_tag_resolution_cache(serve, tag_ttl, resolves):
     for _ in range(3):
         assert client.post(review(pod("r.example/m/a:1")))[1]["response"]["allowed"] is True
     assert v.resolves == resolves and v.calls == {"r.example/m/a:1": 1}
+
+
+def test_connection_limit(serve, monkeypatch, tls):
+    import kitaudit.admission.server as srv
+
+    monkeypatch.setattr(srv, "MAX_CONNECTIONS", 2)
+    first, _ = serve(TimingVerifier({}))
+    assert first.get("/healthz")[0] == 200
+    second = Client(first.conn.port, tls.client_context(), timeout=5)
+    assert second.get("/healthz")[0] == 200
+    third = Client(first.conn.port, tls.client_context(), timeout=5)
+    with pytest.raises((ConnectionError, ssl.SSLError, http.client.HTTPException, OSError)):
+        third.get("/healthz")
+    third.close()
+    second.close()  # frees a slot once the server sees the connection close
+    deadline = time.monotonic() + 5
+    while True:
+        fourth = Client(first.conn.port, tls.client_context(), timeout=5)
+        try:
+            assert fourth.get("/healthz")[0] == 200
+            break
+        except (ConnectionError, ssl.SSLError, http.client.HTTPException, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+        finally:
+            fourth.close()
+    assert first.get("/healthz")[0] == 200

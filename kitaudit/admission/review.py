@@ -78,15 +78,6 @@ def parse_review(body: bytes) -> AdmissionRequest:
         obj=obj, old_obj=old, dry_run=bool(req.get("dryRun")))
 
 
-def request_uid(body: bytes) -> str | None:
-    """Best effort: the uid of a body that :func:`parse_review` refused."""
-    try:
-        uid = json.loads(body)["request"]["uid"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        return None
-    return uid if isinstance(uid, str) else None
-
-
 @dataclass
 class Outcome:
     """What the webhook decided for one request."""

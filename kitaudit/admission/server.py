@@ -52,6 +52,7 @@ log = logging.getLogger("kitaudit.admission")
 
 MAX_BODY = 16 * 1024 * 1024   # object + oldObject of the largest etcd object, with room
 IDLE_TIMEOUT = 120.0          # keep-alive connections from the API server
+MAX_CONNECTIONS = 512         # open connections (one thread each); more are closed at once
 
 Mode = Literal["enforce", "warn"]
 FailurePolicy = Literal["deny", "allow"]
@@ -145,9 +146,12 @@ class AdmissionController:
         req = parse_review(body)
         outcome = self.decide(req, started + self.config.timeout)
         self.metrics.inc("reviews_allowed" if outcome.allowed else "reviews_denied")
-        log.info("uid=%s %s %s %s/%s allowed=%s %.1fms", req.uid, req.operation, req.kind,
+        # one line per review: the admission decision record
+        log.info("uid=%s %s %s %s/%s allowed=%s %.1fms%s%s", req.uid, req.operation, req.kind,
                  req.namespace, req.name, outcome.allowed,
-                 (self._clock() - started) * 1000)
+                 (self._clock() - started) * 1000,
+                 f" message={outcome.message!r}" if outcome.message else "",
+                 f" warnings={outcome.warnings!r}" if outcome.warnings else "")
         return build_response(req.uid, outcome)
 
     def references(self, req: AdmissionRequest) -> Extraction:
@@ -436,17 +440,34 @@ class _HTTPServer(ThreadingHTTPServer):
                  tls: TLSFiles | None) -> None:
         self.controller = controller
         self.tls = tls
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.address_family = family
         super().__init__(address, _Handler)
 
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = self.socket.accept()
+        if not self._slots.acquire(blocking=False):
+            sock.close()
+            log.warning("more than %d open connections: closing one from %s",
+                        MAX_CONNECTIONS, addr[0] if addr else "?")
+            raise OSError("too many connections")  # socketserver skips this request
         if self.tls is None:
             return sock, addr
-        # the handshake runs in the handler's thread (setup), not in the accept loop
-        return self.tls.context.wrap_socket(sock, server_side=True,
-                                            do_handshake_on_connect=False), addr
+        try:
+            # the handshake runs in the handler's thread (setup), not in the accept loop
+            return self.tls.context.wrap_socket(sock, server_side=True,
+                                                do_handshake_on_connect=False), addr
+        except BaseException:
+            self._slots.release()
+            sock.close()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys
