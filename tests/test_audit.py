@@ -358,6 +358,10 @@ def test_recrawl_after_retag_new_tag_and_signature(world: World, crawled: Path) 
                         (d["ft2:v1"],)).fetchone() == (1, "pass")
     assert world.digests["ft2:v1"] not in {r["digest"] for r in
                                            queries.unsigned(crawled).rows}
+    # the history keeps what was true at each crawl
+    snap = conn.execute("SELECT crawl_id, signed FROM tag_history WHERE digest=? "
+                        "ORDER BY crawl_id", (d["ft2:v1"],)).fetchall()
+    assert snap[0] == (1, 0) and snap[-1][1] == 1
     hist = queries.history(crawled, "audit/ft:champion")
     digests = [r["digest"] for r in hist.rows]
     assert digests[0] == d["ft:v1"] and digests[-1] == d["ft:v2"]

@@ -686,8 +686,10 @@ class _Writer:
             "ELSE excluded.updated_at END",
             [(repo.name, t, d, cid, cid, when) for t, d in seen])
         c.executemany(
-            "INSERT OR REPLACE INTO tag_history (repository, tag, crawl_id, digest, seen_at) "
-            "VALUES (?,?,?,?,?)", [(repo.name, t, cid, d, when) for t, d in seen])
+            "INSERT OR REPLACE INTO tag_history (repository, tag, crawl_id, digest, seen_at, "
+            "signed, decision) VALUES (?,?,?,?,?,(SELECT signed FROM manifests WHERE "
+            "digest=?),(SELECT decision FROM manifests WHERE digest=?))",
+            [(repo.name, t, cid, d, when, d, d) for t, d in seen])
         if repo.listed:  # tags gone from the registry (a failed HEAD keeps its tag)
             listed = set(repo.tags)
             gone = [(repo.name, t) for (t,) in c.execute(

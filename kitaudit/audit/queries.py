@@ -163,26 +163,16 @@ def lineage_lines(tree: dict[str, Any]) -> list[str]:
         return f"{name} {digest} {where}{signed}".rstrip()
 
     lines = [label(tree)]
-    ancestors = tree.get("ancestors") or []
-    if ancestors:
-        lines.append("  ancestors:")
 
-        def up(nodes: list[dict[str, Any]], indent: int) -> None:
-            for n in nodes:
-                lines.append("  " * indent + "↑ " + label(n))
-                up(n.get("ancestors") or [], indent + 1)
+    def walk(nodes: list[dict[str, Any]], key: str, arrow: str, indent: int) -> None:
+        for n in nodes:
+            lines.append("  " * indent + f"{arrow} " + label(n))
+            walk(n.get(key) or [], key, arrow, indent + 1)
 
-        up(ancestors, 2)
-    descendants = tree.get("descendants") or []
-    if descendants:
-        lines.append("  descendants:")
-
-        def down(nodes: list[dict[str, Any]], indent: int) -> None:
-            for n in nodes:
-                lines.append("  " * indent + "↓ " + label(n))
-                down(n.get("descendants") or [], indent + 1)
-
-        down(descendants, 2)
+    for key, arrow in (("ancestors", "↑"), ("descendants", "↓")):
+        if tree.get(key):
+            lines.append(f"  {key}:")
+            walk(tree[key], key, arrow, 2)
     return lines
 
 

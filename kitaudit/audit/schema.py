@@ -55,6 +55,7 @@ _TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...],
                                ("digest", "manifests", "digest")]),
     "tag_history": ({
         "repository": TEXT, "tag": TEXT, "crawl_id": INT, "digest": TEXT, "seen_at": TEXT,
+        "signed": INT, "decision": TEXT,
     }, ("repository", "tag", "crawl_id"), [("crawl_id", "crawls", "id")]),
     "layers": ({
         "manifest_digest": TEXT, "position": INT, "digest": TEXT, "media_type": TEXT,
