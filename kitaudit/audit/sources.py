@@ -137,11 +137,13 @@ class RegistrySource:
         hooks["request"].append(on_request)
         hooks["response"].append(on_response)
         self._api: bool | None = None
+        self._probe_repo: str | None = None  # a real repository: some registries answer
+        # 404 for the referrers API of a repository that does not exist
 
     @property
     def has_referrers_api(self) -> bool:
         if self._api is None:
-            probe_repo = self.prefix or "kitaudit-probe"
+            probe_repo = self._probe_repo or self.prefix or "kitaudit-probe"
             try:
                 self._api = self.client.probe_referrers_api(probe_repo)
             except RegistryError:
@@ -167,6 +169,8 @@ class RegistrySource:
             if self.prefix and not (repo == self.prefix or repo.startswith(self.prefix + "/")):
                 continue
             out.append(f"{self.registry}/{repo}")
+        if out:
+            self._probe_repo = split_name(min(out))[1]
         return sorted(out)
 
     def list_tags(self, repository: str) -> list[str]:
