@@ -263,3 +263,33 @@ def test_cache_ttl_zero_and_bound():
     for k in keys:
         cache.put(k, Verdict(k.reference, "pass", D1, fully_verified=True))
     assert len(cache) == 2 and cache.get(keys[0]) is None
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20) |
+    st.sampled_from(["kit://r.example/m/a:1", "MODELKIT_REF", "kit://", "CREATE", "Pod"]),
+    lambda children: st.lists(children, max_size=4) |
+    st.dictionaries(st.sampled_from(["spec", "containers", "initContainers", "env", "name",
+                                     "value", "valueFrom", "image", "volumes", "args",
+                                     "predictor", "model", "storageUri", "template",
+                                     "uid", "x"]), children, max_size=5),
+    max_leaves=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json)
+def test_parse_review_only_raises_malformed(value):
+    body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                       "request": value}).encode()
+    try:
+        parse_review(body)
+    except MalformedReview as err:
+        assert "\n" not in str(err)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json, st.sampled_from(["Pod", "InferenceService", "Deployment", "CronJob", "X"]))
+def test_extract_any_shape(obj, kind):
+    ex = extract({"spec": obj}, kind, images=ImageMatcher(["**"]))
+    for f in ex.references:
+        assert f.path.startswith("spec")
