@@ -388,3 +388,26 @@ def test_cli_serve_process(world, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_pod_update(world, webhook):
+    """Pod UPDATE: the only ModelKit field that can change in place is a container
+    image; a label change alone verifies nothing."""
+    host = world.registry.host
+    client, verifier, _ = webhook(image_patterns=(f"{host}/admission/*",))
+
+    def modelcar(image: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "modelcar", "namespace": "ml"},
+                "spec": {"containers": [{"name": "model", "image": image}]}}
+
+    old = modelcar(world.good)
+    relabelled = modelcar(world.good)
+    relabelled["metadata"]["labels"] = {"rollout": "2"}
+    assert _resp(client, review(relabelled, operation="UPDATE", old=old))["allowed"] is True
+    assert verifier.calls == {}
+    r = _resp(client, review(modelcar(world.unsigned), operation="UPDATE", old=old))
+    assert r["allowed"] is False
+    assert "spec.containers[0].image" in r["status"]["message"]
+    assert "baseline/modelkit-signed" in r["status"]["message"]
+    assert verifier.calls == {world.unsigned: 1}
