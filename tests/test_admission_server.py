@@ -237,22 +237,22 @@ def test_warn_mode_failure_is_not_cached(serve):
 
 
 def test_deadline_exceeded_applies_failure_policy_deny(serve):
-    v = TimingVerifier({"r.example/m/slow:1": PASS}, delay=1.5)
+    v = TimingVerifier({"r.example/m/slow:1": PASS}, delay=2.5)
     client, controller = serve(v, timeout=0.4)
     t0 = time.monotonic()
     body = client.post(review(pod("r.example/m/slow:1")))[1]["response"]
     elapsed = time.monotonic() - t0
-    assert elapsed < 1.2, elapsed
+    assert elapsed < 1.8, elapsed  # answered at the deadline, not after the verification
     assert body["allowed"] is False
     msg = body["status"]["message"]
     assert "failure policy: deny" in msg and "did not finish within 0.4s" in msg
     assert "r.example/m/slow:1" in msg
     # the verification finishes in the background and, being a clean pass, is cached:
-    # the API server's retry is answered at once
-    time.sleep(1.4)
-    t0 = time.monotonic()
+    # the API server's retry is answered without verifying again
+    deadline = time.monotonic() + 10
+    while len(controller.cache) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert client.post(review(pod("r.example/m/slow:1")))[1]["response"]["allowed"] is True
-    assert time.monotonic() - t0 < 0.3
     assert v.calls == {"r.example/m/slow:1": 1}
     assert controller.metrics.snapshot()["deadline_exceeded"] == 1
 
