@@ -134,10 +134,12 @@ def load(port: int, ctx: Any, ref: str, seconds: float, clients: int,
     start_gate.wait()
     began = time.monotonic()
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    cpu0["client"] = cpu_seconds(os.getpid())
     for t in threads:
         t.join()
     elapsed = time.monotonic() - began
     cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+    cpu["client"] = cpu_seconds(os.getpid()) - cpu0["client"]
     if errors:
         raise RuntimeError(f"denied during the benchmark: {errors[0]}")
     all_lat = sorted(x for lat in latencies for x in lat)
@@ -146,6 +148,11 @@ def load(port: int, ctx: Any, ref: str, seconds: float, clients: int,
             **{f"{name}_cpu_ms_per_review": round(c * 1000 / n, 3) for name, c in cpu.items()},
             "webhook_capacity_per_core": round(n / cpu["webhook"], 1) if cpu["webhook"]
             else 0.0,
+            # what 2 otherwise idle cores would do: all three processes share them, and
+            # the webhook (one Python process) cannot use more than one core
+            "estimate_2_idle_cores": round(min(2 * n / sum(cpu.values()),
+                                               n / cpu["webhook"]), 1)
+            if cpu["webhook"] else 0.0,
             "per_second": round(len(all_lat) / elapsed, 1),
             "p50_ms": round(statistics.median(all_lat) * 1000, 2),
             "p99_ms": round(all_lat[int(len(all_lat) * 0.99) - 1] * 1000, 2)}
@@ -222,6 +229,7 @@ def main() -> int:
                 proc.wait(timeout=10)
             registry.stop()
     out["meets_target"] = out["warm_by_tag"]["per_second"] >= TARGET
+    out["meets_target_estimated_idle"] = out["warm_by_tag"]["estimate_2_idle_cores"] >= TARGET
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -234,9 +242,12 @@ def main() -> int:
                   f"(p50 {m['p50_ms']} ms, p99 {m['p99_ms']} ms, {m['reviews']} reviews); "
                   f"webhook CPU {m['webhook_cpu_ms_per_review']} ms/review = "
                   f"{m['webhook_capacity_per_core']} reviews/s per core, registry CPU "
-                  f"{m['registry_cpu_ms_per_review']} ms/review")
-        print(f"  target ≥ {TARGET:g} reviews/s warm: "
-              f"{'met' if out['meets_target'] else 'NOT met'}")
+                  f"{m['registry_cpu_ms_per_review']} ms/review, client CPU "
+                  f"{m['client_cpu_ms_per_review']} ms/review → about "
+                  f"{m['estimate_2_idle_cores']} reviews/s on 2 idle cores")
+        print(f"  target ≥ {TARGET:g} reviews/s warm (by tag): measured "
+              f"{'met' if out['meets_target'] else 'NOT met'}; estimated on 2 idle cores "
+              f"{'met' if out['meets_target_estimated_idle'] else 'NOT met'}")
     return 0
 
 
