@@ -50,7 +50,7 @@ def signing_coverage_svg(series: list[dict[str, Any]], *, width: int = 640,
     label = "Signing coverage over time"
     if not series:
         return _empty(label, "No complete crawl with ModelKits yet.", width)
-    left, right, top, bottom = 48, 16, 16, 44
+    left, right, top, bottom = 48, 36, 16, 44
     pw, ph = width - left - right, height - top - bottom
     n = len(series)
 
@@ -86,9 +86,10 @@ def signing_coverage_svg(series: list[dict[str, Any]], *, width: int = 640,
             f'({p["coverage"] * 100:.0f}%){"" if exact else ", approximate"}</title></circle>')
         if i % step == 0 or i == n - 1:
             when = str(p.get("at") or "")[:10]
-            body.append(f'<text x="{a:.1f}" y="{height - bottom + 16}" text-anchor="middle" '
+            pos = "start" if i == 0 and n > 1 else "end" if i == n - 1 and n > 1 else "middle"
+            body.append(f'<text x="{a:.1f}" y="{height - bottom + 16}" text-anchor="{pos}" '
                         f'fill="{COLORS["muted"]}">{_e(when)}</text>')
-            body.append(f'<text x="{a:.1f}" y="{height - bottom + 30}" text-anchor="middle" '
+            body.append(f'<text x="{a:.1f}" y="{height - bottom + 30}" text-anchor="{pos}" '
                         f'fill="{COLORS["muted"]}" font-size="10">crawl {_e(p["crawl_id"])}'
                         f'</text>')
     last = series[-1]

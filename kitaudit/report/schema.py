@@ -101,7 +101,7 @@ REPORT_SCHEMA: dict[str, Any] = {
             "licenses": _STRS, "licenses_source": {"enum": ["mlbom", "kitfile"]},
             "base_models": {"type": "array", "items": _obj({
                 "reference": _OSTR, "digest": {"type": ["string", "null"]},
-                "name": _OSTR, "source": _OSTR, "in_scope": _BOOL})},
+                "name": _OSTR, "source": _OSTR, "in_scope": _BOOL}, {"depth": _OINT})},
             "datasets": {"type": "array", "items": _obj({
                 "name": _OSTR, "path": _OSTR, "license": _OSTR, "layer_digest": _OSTR,
                 "remote_path": _OSTR, "shared_with": _INT})},
@@ -171,12 +171,19 @@ def report_schema() -> dict[str, Any]:
     return json.loads(json.dumps(REPORT_SCHEMA))
 
 
+_VALIDATOR: Any = None
+
+
 def validate_report(report: dict[str, Any]) -> None:
     """Raise ``jsonschema.ValidationError`` if ``report`` does not follow the schema."""
-    import jsonschema
+    global _VALIDATOR
+    if _VALIDATOR is None:
+        import jsonschema
 
-    jsonschema.validate(report, REPORT_SCHEMA,
-                        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+        cls = jsonschema.Draft202012Validator
+        cls.check_schema(REPORT_SCHEMA)
+        _VALIDATOR = cls(REPORT_SCHEMA, format_checker=cls.FORMAT_CHECKER)
+    _VALIDATOR.validate(report)
 
 
 if __name__ == "__main__":  # pragma: no cover
