@@ -436,16 +436,17 @@ def test_unreachable_registry_is_error(alice):
     assert (res.decision, res.exit_code) == ("error", 2)
 
 
-def test_garbage_referrer_does_not_break_verification(pushed, store, alice, registry):
+def test_garbage_referrer_does_not_break_verification(pushed, store, alice, registry,
+                                                     fault_proxy):
     """A referrer whose bundle is not a bundle is recorded as unverified; the good
     signature still counts (and garbage never passes on its own)."""
+    import hashlib
+
     from kitaudit.referrers import attach_remote, referrer_manifest
 
     ref, digest = pushed
     _, manifest, raw = store.get_manifest(ref)
     junk = b'{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","x":1}'
-    import hashlib
-
     layer = {"mediaType": SIGSTORE_BUNDLE_V03, "size": len(junk),
              "digest": "sha256:" + hashlib.sha256(junk).hexdigest()}
     man = referrer_manifest({"mediaType": manifest["mediaType"], "size": len(raw),
@@ -454,8 +455,17 @@ def test_garbage_referrer_does_not_break_verification(pushed, store, alice, regi
                                          "https://sigstore.dev/cosign/sign/v1"})
     attach_remote(ref, man, {layer["digest"]: junk}, **registry.net)
     res = verify(ref, opts(alice.pub), remote=True, net=registry.net)
-    assert res.decision == "pass"
+    assert res.decision == "pass", res.problems
     assert sum(1 for s in res.signatures if not s["verified"]) == 1
+    # the junk referrer deleted after it was listed (its manifest now answers 404):
+    # skipped with a warning, the verification completes
+    proxy = fault_proxy(registry)
+    proxy.add("status", path=f"/manifests/sha256:{hashlib.sha256(man).hexdigest()}", status=404,
+              body=b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}', times=None)
+    res = verify(f"{proxy.host}/verify/model:v1", opts(alice.pub), remote=True,
+                 net={"plain_http": True})
+    assert res.decision == "pass", res.problems
+    assert any("skipped" in w for w in res.warnings)
 
 
 # ---------------------------------------------------------------------- CLI
@@ -508,3 +518,26 @@ def test_lineage_base_model_verified(work, store, alice, mallory):
     res = verify(child, opts(mallory.pub, policies=[BASELINE]), store=store)
     [b] = res.input_document["lineage"]["base_models"]
     assert (b["signed"], b["verified"]) == (True, False)
+
+
+def test_registry_serving_wrong_bytes(pushed, store, alice, registry, fault_proxy):
+    """A registry (here a proxy flipping one byte) that serves a manifest or a bundle
+    not matching its digest: the manifest → could not decide; the bundle → not accepted."""
+    _, digest = pushed
+    proxy = fault_proxy(registry)
+    pinned = f"{proxy.host}/verify/model@{digest}"
+    proxy.add("flip", path=f"/manifests/{digest}", at=40, times=None)
+    res = verify(pinned, opts(alice.pub), remote=True, net={"plain_http": True})
+    assert (res.decision, res.exit_code) == ("error", 2)
+    assert "hashes to" in res.problems[0]
+    proxy.faults.clear()
+    # corrupt the signature bundle blob only: that signature is not accepted (deny),
+    # the verification itself still completes
+    sig = next(d for d in store.referrers(digest, SIGSTORE_BUNDLE_V03)
+               if d["annotations"]["dev.sigstore.bundle.predicateType"].endswith("/v1"))
+    layer = json.loads(store.read_blob(sig["digest"]))["layers"][0]["digest"]
+    proxy.add("flip", path=f"/blobs/{layer}", at=30, times=None)
+    res = verify(pinned, opts(alice.pub), remote=True, net={"plain_http": True})
+    assert (res.decision, res.exit_code) == ("deny", 1), res.problems
+    assert any("hashes to" in w for w in res.warnings)
+    assert any("was not fetched" in s["error"] for s in res.signatures)

@@ -146,9 +146,10 @@ def _wrap(case: str, digest: str) -> FetchedReferrer:
 @pytest.mark.skipif(not CASES.is_dir(), reason="conformance data missing")
 def test_production_bundles_offline_through_verify_path():
     digest = "sha256:" + hashlib.sha256((CASES / "a.txt").read_bytes()).hexdigest()
+    # --offline without --trusted-root: kitaudit's pinned production root (no network)
     comp = compile_options(VerifyOptions(certificate_identity=PROD_IDENTITY,
-                                         certificate_oidc_issuer=PROD_ISSUER,
-                                         trusted_root=str(PROD_ROOT), offline=True))
+                                         certificate_oidc_issuer=PROD_ISSUER, offline=True))
+    assert "pinned" in comp.trust_source
     ok = check_referrers([_wrap("happy-path-intoto-in-dsse-v3", digest)], digest,
                          comp.signer_policy, comp.trusted_root)
     [att] = ok.attestations
@@ -167,7 +168,7 @@ def test_production_bundles_offline_through_verify_path():
                                comp.signer_policy, comp.trusted_root).attestations[0].verified
     wrong = compile_options(VerifyOptions(certificate_identity="x@example.com",
                                           certificate_oidc_issuer=PROD_ISSUER,
-                                          offline=True))  # kitaudit's pinned root
+                                          trusted_root=str(PROD_ROOT)))
     res = check_referrers([_wrap("happy-path-intoto-in-dsse-v3", digest)], digest,
                           wrong.signer_policy, wrong.trusted_root).attestations[0]
     assert not res.verified and "does not match" in res.error

@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kitaudit import mediatypes as mt
-from kitaudit.errors import KitauditError, NotFound, StoreError, UsageError
+from kitaudit.errors import (
+    DigestMismatch,
+    KitauditError,
+    NotFound,
+    RegistryError,
+    StoreError,
+    UsageError,
+)
 
 #: Referrers beyond this number are not fetched (a registry flooding us must not make a
 #: verification unbounded); noted as a problem.
@@ -271,8 +278,14 @@ def discover_remote(client: Any, parsed: Any, text: str, blob_cache: Any = None,
         except NotFound:
             return None
         man = _json(lm.raw, f"{repo}:{tag}")
-        blobs = {d["digest"]: blob(d["digest"], "legacy layer")
-                 for d in _needed_layers(man, True) if d.get("digest")}
+        blobs = {}
+        for d in _needed_layers(man, True):
+            if not isinstance(d.get("digest"), str):
+                continue
+            try:
+                blobs[d["digest"]] = blob(d["digest"], "legacy layer")
+            except (NotFound, DigestMismatch):
+                pass  # that layer stays unverified ("was not fetched")
         return FetchedReferrer({**lm.descriptor(), "tag": tag}, man, blobs, True, "legacy-tag")
 
     legacy_futures = [pool.submit(legacy, s) for s in ("sig", "att")]
@@ -301,14 +314,28 @@ def discover_remote(client: Any, parsed: Any, text: str, blob_cache: Any = None,
         subject.notes.append(f"{len(descs)} referrers; only the first {MAX_REFERRERS} read")
         descs = descs[:MAX_REFERRERS]
 
-    def fetch(d: dict[str, Any]) -> FetchedReferrer:
-        man = _json(manifest_by_digest(d["digest"]), f"referrer {d['digest']}")
-        blobs = {layer["digest"]: blob(layer["digest"], "referrer layer")
-                 for layer in _needed_layers(man, False) if layer.get("digest")}
+    def fetch(d: dict[str, Any]) -> FetchedReferrer | None:
+        # A dangling or corrupt referrer (missing manifest or blob, bytes not matching
+        # the digest) is noted and left unverified; registry/network errors propagate.
+        try:
+            man = _json(manifest_by_digest(d["digest"]), f"referrer {d['digest']}")
+        except KitauditError as err:
+            if isinstance(err, RegistryError):
+                raise
+            subject.notes.append(f"referrer {d['digest']} skipped: {err}")
+            return None
+        blobs = {}
+        for layer in _needed_layers(man, False):
+            if not isinstance(layer.get("digest"), str):
+                continue
+            try:
+                blobs[layer["digest"]] = blob(layer["digest"], "referrer layer")
+            except (NotFound, DigestMismatch) as err:
+                subject.notes.append(f"referrer {d['digest']}: {err}")
         return FetchedReferrer(d, man, blobs, False, source)
 
-    subject.referrers = list(pool.map(fetch, descs)) if len(descs) > 1 else \
-        [fetch(d) for d in descs]
+    fetched = list(pool.map(fetch, descs)) if len(descs) > 1 else [fetch(d) for d in descs]
+    subject.referrers = [f for f in fetched if f is not None]
     for f in legacy_futures:
         got = f.result()
         if got is not None:
