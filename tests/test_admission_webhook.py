@@ -33,6 +33,7 @@ from tests.test_admission_server import (
     pod,
     review,
 )
+from tests.test_signing_keyless import ISSUER, SUB, _token, sigstore_mock  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = str(ROOT / "policies" / "baseline.yaml")
@@ -147,9 +148,11 @@ def webhook(world, tmp_path):
     tls = make_tls(tmp_path)
     running: list[tuple[WebhookServer, Client]] = []
 
-    def start(policies: list[str] | None = None, **config: Any):
-        options = VerifyOptions(keys=[str(world.alice.pub)],
-                                policies=policies if policies is not None else [BASELINE])
+    def start(policies: list[str] | None = None, options: VerifyOptions | None = None,
+              **config: Any):
+        options = options or VerifyOptions(
+            keys=[str(world.alice.pub)],
+            policies=policies if policies is not None else [BASELINE])
         verifier = CountingVerifier(KitauditVerifier(options, net=dict(world.registry.net)))
         controller = AdmissionController(verifier, WebhookConfig(**config))
         server = WebhookServer(controller, host="127.0.0.1", port=0,
@@ -411,3 +414,39 @@ def test_pod_update(world, webhook):
     assert "spec.containers[0].image" in r["status"]["message"]
     assert "baseline/modelkit-signed" in r["status"]["message"]
     assert verifier.calls == {world.unsigned: 1}
+
+
+# ---------------------------------------------------------------------- keyless
+@pytest.fixture(scope="module")
+def keyless_ref(world, sigstore_mock):  # noqa: F811
+    """A ModelKit signed keyless (Fulcio certificate, Rekor entry, TSA timestamp) by the
+    loopback Sigstore of tests/sigstore_mock — the one mock: Sigstore's services cannot
+    run here for real — and pushed to the registry."""
+    from kitaudit.signing.keyless import KeylessSigner
+
+    ref = f"{world.registry.host}/admission/keyless:v1"
+    ctx = world.tmp / "ctx-keyless"
+    ctx.mkdir()
+    (ctx / "Kitfile").write_text(KITFILE.format(name="m-keyless", licence="Apache-2.0"))
+    (ctx / "model.bin").write_bytes(b"keyless weights" * 64)
+    (ctx / "train.csv").write_text("a,b\n1,2\n")
+    pack(ctx, tags=[ref], store=world.store)
+    signer = KeylessSigner(_token(), trust_config=sigstore_mock)
+    try:
+        sign_local(world.store, ref, signer)
+    finally:
+        signer.close()
+    push(ref, store=world.store, progress="none", **world.registry.net)
+    return ref, str(sigstore_mock)
+
+
+@pytest.mark.parametrize("identity, allowed", [(SUB, True), ("someone-else@test.example", False)])
+def test_keyless_identity(world, webhook, keyless_ref, identity, allowed):
+    ref, root = keyless_ref
+    options = VerifyOptions(certificate_identity=identity, certificate_oidc_issuer=ISSUER,
+                            trusted_root=root, offline=True, policies=[BASELINE])
+    client, _, _ = webhook(options=options)
+    r = _resp(client, isvc_review(inference_service("kit://" + ref)))
+    assert r["allowed"] is allowed, r
+    if not allowed:
+        assert "baseline/modelkit-signed" in r["status"]["message"]
