@@ -4,7 +4,9 @@ with ``kitaudit.pack`` (real ML-BOMs), signed with keys from
 pushed to Debian's docker-registry, and checked by ``kitaudit.verify`` behind
 ``KitauditVerifier``. The webhook is served over TLS on loopback (trustme CA) and driven
 with AdmissionReviews shaped like the API server's: Pod and InferenceService, CREATE
-and UPDATE. The verifier is only wrapped to count calls (it still verifies).
+and UPDATE. The verifier is only wrapped to count calls (it still verifies). Keyless
+signatures come from the loopback Sigstore of ``tests/sigstore_mock`` (Sigstore's
+services cannot run here for real).
 """
 
 from __future__ import annotations
