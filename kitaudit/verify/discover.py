@@ -271,13 +271,20 @@ def discover_remote(client: Any, parsed: Any, text: str, blob_cache: Any = None,
     config_future = pool.submit(blob, config["digest"], "config") \
         if config.get("digest") else None
 
+    legacy_notes: list[str] = []
+
     def legacy(suffix: str) -> FetchedReferrer | None:
         tag = legacy_tag(digest, suffix)
         try:
             lm = client.get_manifest(repo, tag, accept=(mt.OCI_MANIFEST, mt.DOCKER_MANIFEST_V2))
+            man = _json(lm.raw, f"{repo}:{tag}")
         except NotFound:
             return None
-        man = _json(lm.raw, f"{repo}:{tag}")
+        except KitauditError as err:  # garbage under the tag: noted, not fatal
+            if isinstance(err, RegistryError):
+                raise
+            legacy_notes.append(f"tag {tag} skipped: {err}")
+            return None
         blobs = {}
         for d in _needed_layers(man, True):
             if not isinstance(d.get("digest"), str):
@@ -340,6 +347,7 @@ def discover_remote(client: Any, parsed: Any, text: str, blob_cache: Any = None,
         got = f.result()
         if got is not None:
             subject.referrers.append(got)
+    subject.notes.extend(legacy_notes)
     subject.config_bytes = config_future.result() if config_future is not None else b"{}"
 
     def rehash(layer: dict[str, Any]) -> tuple[str, int]:
