@@ -86,6 +86,8 @@ class TokenIssuer:
         from cryptography.x509.oid import NameOID
 
         self.users = users
+        self.refresh_tokens: dict[str, str] = {}  # refresh token -> user (identitytoken)
+        self.refresh_grants = 0
         self.service = service
         self.issuer = issuer
         self.ttl = ttl
@@ -113,15 +115,31 @@ class TokenIssuer:
             def do_GET(self) -> None:
                 issuer_self._handle(self)
 
+            def do_POST(self) -> None:
+                issuer_self._handle_refresh(self)
+
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.realm = f"http://127.0.0.1:{self.port}/token"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def _handle(self, h: BaseHTTPRequestHandler) -> None:
-        import jwt
+    def _handle_refresh(self, h: BaseHTTPRequestHandler) -> None:
+        """OAuth2 refresh-token grant (docker's ``identitytoken`` credentials)."""
+        length = int(h.headers.get("Content-Length") or 0)
+        form = urllib.parse.parse_qs(h.rfile.read(length).decode())
+        user = self.refresh_tokens.get((form.get("refresh_token") or [""])[0])
+        if (form.get("grant_type") or [""])[0] != "refresh_token" or user is None:
+            self.requests.append({"user": None, "ok": False, "grant": "refresh_token"})
+            h.send_response(401)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        scopes = " ".join(form.get("scope") or []).split()
+        self.refresh_grants += 1
+        self._issue(h, user, scopes)
 
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
         url = urllib.parse.urlparse(h.path)
         query = urllib.parse.parse_qs(url.query)
         user = None
@@ -144,6 +162,11 @@ class TokenIssuer:
         scopes = []
         for s in query.get("scope", []):
             scopes.extend(s.split(" "))
+        self._issue(h, user, scopes)
+
+    def _issue(self, h: BaseHTTPRequestHandler, user: str | None, scopes: list[str]) -> None:
+        import jwt
+
         access = []
         for s in scopes:
             parts = s.split(":")

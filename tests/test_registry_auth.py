@@ -213,3 +213,24 @@ def test_mutual_tls_client_certificate(make_registry, tmp_path, kit_home):
              max_attempts=1)
     push(ref, store=store, progress="none", tls_cert=str(server.ca_path),
          cert=str(cert_path), key=str(key_path))
+
+
+def test_token_login_and_identity_token(token_registry, tmp_path, kit_home):
+    """``login`` against a token registry; then docker's ``identitytoken`` credentials
+    use the OAuth2 refresh-token grant."""
+    login(token_registry.host, token_registry.username, token_registry.password,
+          **token_registry.net)
+    store = Store(tmp_path / "s")
+    ref = f"{token_registry.host}/team/identity:v1"
+    kit = build_modelkit(store, ref, seed="identity")
+    push(ref, store=store, progress="none", **token_registry.net)
+    logout(token_registry.host)
+    token_registry.token_issuer.refresh_tokens["refresh-abc"] = token_registry.username
+    docker = Path(os.environ["DOCKER_CONFIG"])
+    docker.mkdir(parents=True, exist_ok=True)
+    (docker / "config.json").write_text(json.dumps(
+        {"auths": {token_registry.host: {"identitytoken": "refresh-abc"}}}))
+    before = token_registry.token_issuer.refresh_grants
+    got = pull(ref, store=Store(tmp_path / "d"), progress="none", **token_registry.net)
+    assert got.digest == kit.digest
+    assert token_registry.token_issuer.refresh_grants > before
