@@ -114,10 +114,8 @@ def verify_cmd(ref: str, keys: tuple[str, ...], certificate_identity: str | None
     if output == "json":
         print_json(result.to_dict())
     else:
-        lines = result.summary_lines()
-        stream_err = result.decision != "pass"
-        for line in lines:
-            click.echo(line, err=stream_err)
+        for line in result.summary_lines():
+            click.echo(line)
     sys.exit(result.exit_code)
 
 

@@ -84,6 +84,9 @@ class VerifyResult:
                 lines.append(f"  not accepted: {what} {s.get('referrer', '')[:19]}…: "
                              f"{s['error']}")
         if self.policy is not None:
+            passed = [f"{r.policy}/{r.rule}" for r in self.policy.results if r.status == "pass"]
+            if passed:
+                lines.append("  rules passed: " + ", ".join(passed))
             for r in self.policy.results:
                 if r.status == "pass":
                     continue
@@ -92,8 +95,11 @@ class VerifyResult:
                     lines.append(f"    fix: {' '.join(r.remediation.split())}")
             counts = self.policy.counts()
             lines.append("  rules: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+        shown = tuple(f"{r.policy}/{r.rule}:" for r in self.policy.results) \
+            if self.policy is not None else ()
         for w in self.warnings:
-            lines.append(f"  warning: {w}")
+            if not w.startswith(shown) or not shown:
+                lines.append(f"  warning: {w}")
         for p in self.problems:
             lines.append(f"  problem: {p}")
         if self.fix:
