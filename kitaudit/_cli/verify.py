@@ -66,6 +66,7 @@ def _skip_httpx_cli() -> None:
               help="Verify the registry's TLS certificate (default: on).")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), default=None,
               help="CA bundle to trust for the registry.")
+@click.option("--proxy", default=None, help="HTTP(S) proxy URL for the registry.")
 @output_option()
 def verify_cmd(ref: str, keys: tuple[str, ...], certificate_identity: str | None,
                certificate_identity_regexp: str | None, certificate_oidc_issuer: str | None,
@@ -73,7 +74,8 @@ def verify_cmd(ref: str, keys: tuple[str, ...], certificate_identity: str | None
                offline: bool, staging: bool, policies: tuple[str, ...],
                params: tuple[str, ...], waivers: str | None, no_sbom_required: bool,
                deep: bool, where: str | None, plain_http: bool | None,
-               tls_verify: bool | None, tls_cert: str | None, output: str) -> None:
+               tls_verify: bool | None, tls_cert: str | None, proxy: str | None,
+               output: str) -> None:
     """Verify the ModelKit REF: a signature from an accepted signer over its manifest
     digest, a signed ML-BOM that matches it, and the given policies — fail closed.
 
@@ -108,7 +110,7 @@ def verify_cmd(ref: str, keys: tuple[str, ...], certificate_identity: str | None
         result = VerifyResult(reference=ref, problems=[err.message], fix=err.fix or "")
     else:
         net = {k: v for k, v in (("plain_http", plain_http), ("tls_verify", tls_verify),
-                                 ("tls_cert", tls_cert)) if v is not None}
+                                 ("tls_cert", tls_cert), ("proxy", proxy)) if v is not None}
         remote = {"remote": True, "local": False}.get(where or "")
         result = verify(ref, opts, remote=remote, net=net)
     if output == "json":
