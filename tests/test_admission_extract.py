@@ -276,7 +276,7 @@ _json = st.recursive(
     max_leaves=25)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(_json)
 def test_parse_review_only_raises_malformed(value):
     body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
@@ -287,7 +287,7 @@ def test_parse_review_only_raises_malformed(value):
         assert "\n" not in str(err)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(_json, st.sampled_from(["Pod", "InferenceService", "Deployment", "CronJob", "X"]))
 def test_extract_any_shape(obj, kind):
     ex = extract({"spec": obj}, kind, images=ImageMatcher(["**"]))
