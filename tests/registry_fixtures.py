@@ -406,6 +406,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     at: int = 0
     delay: float = 0.0
+    skip: int = 0  # matching requests let through before the fault applies
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -509,6 +510,9 @@ class FaultProxy:
         with self._lock:
             for fault in self.faults:
                 if fault.matches(method, path):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        continue
                     fault.hits += 1
                     return fault
         return None

@@ -289,3 +289,23 @@ def test_remote_tag_into_other_repository_mounts(registry, fault_proxy, tmp_path
     assert not [e for e in proxy.exchanges if e.method == "PUT" and "/blobs/" in e.path]
     desc, _m, _r = remote_manifest(f"{registry.host}/team/tag-dst:prod", **registry.net)
     assert desc["digest"] == kit.digest
+
+
+def test_chunked_upload_resumes_after_failed_chunk(registry, fault_proxy, tmp_path, kit_home):
+    """A PATCH answered 500 is resumed from the offset the upload session reports,
+    in the same session (one POST), not restarted from byte 0."""
+    proxy = fault_proxy(registry)
+    store = Store(tmp_path / "s")
+    data = hashlib.sha256(b"resume-upload").digest() * 10_000
+    digest = store.put_blob(data)
+    client = _chunky_client(proxy)
+    # let two chunks through, then fail the third once
+    proxy.add("status", method="PATCH", path=r"/blobs/uploads/", status=500, skip=2)
+    client.upload_blob("quirks/resume", digest, len(data), store.blob_path(digest))
+    posts = [e for e in proxy.exchanges if e.method == "POST"]
+    statuses = [e for e in proxy.exchanges if e.method == "GET" and "/blobs/uploads/" in e.path]
+    assert len(posts) == 1 and len(statuses) == 1
+    assert sum(e.request_bytes for e in proxy.exchanges if e.method == "PATCH"
+               and e.status == 202) == len(data)
+    assert client.get_blob_bytes("quirks/resume", digest) == data
+    client.close()

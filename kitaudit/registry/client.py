@@ -595,7 +595,7 @@ class RegistryClient:
                     self._put_monolithic(repo, location, digest, size, path, sent)
                 else:
                     try:
-                        self._put_chunked(repo, location, digest, size, path, sent)
+                        self._put_chunked(repo, location, digest, size, path, sent, budget)
                     except _ChunkRejected:
                         log.info("%s rejected a chunk (416); uploading monolithic",
                                  self.registry)
@@ -643,13 +643,18 @@ class RegistryClient:
         raise self._fail(resp, f"upload {digest} to {repo}")
 
     def _put_chunked(self, repo: str, location: str, digest: str, size: int,
-                     path: str | Path, sent: _Counter) -> None:
+                     path: str | Path, sent: _Counter, budget: RetryBudget) -> None:
+        """PATCH ``chunk_size`` pieces, then PUT with the digest. A chunk that fails
+        (connection lost, 5xx) is resumed from the offset the registry reports for the
+        upload session (``GET`` on its location), not from the start of the blob."""
         offset = 0
         while offset < size:
             length = min(self.chunk_size, size - offset)
             headers = {"Content-Type": "application/octet-stream",
                        "Content-Length": str(length),
                        "Content-Range": f"{offset}-{offset + length - 1}"}
+            failure: str | None = None
+            retry_after = None
             try:
                 resp = self.request("PATCH", location, scope=self.push_scope(repo),
                                     headers=headers,
@@ -658,22 +663,30 @@ class RegistryClient:
             except RegistryError as exc:
                 if isinstance(exc, AuthError):
                     raise
-                raise _UploadInterrupted(str(exc))
-            if resp.status_code == 416:
-                raise _ChunkRejected()
-            if resp.status_code not in (201, 202, 204):  # ECR answers 201 to PATCH
+                failure = str(exc)
+            else:
+                if resp.status_code == 416:
+                    raise _ChunkRejected()
                 if resp.status_code in (429, 500, 502, 503, 504):
-                    raise _UploadInterrupted(f"HTTP {resp.status_code}")
-                raise self._fail(resp, f"upload chunk of {digest}")
+                    failure = f"HTTP {resp.status_code}"
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                elif resp.status_code not in (201, 202, 204):  # ECR answers 201 to PATCH
+                    raise self._fail(resp, f"upload chunk of {digest}")
+            if failure is not None:
+                state = self._upload_state(repo, location)
+                delay = budget.next_delay(retry_after)
+                if state is None or delay is None:
+                    raise _UploadInterrupted(failure)
+                log.info("chunk upload of %s interrupted (%s); resuming at byte %d",
+                         digest, failure, state[1])
+                budget.sleep(delay)
+                location, offset = state
+                sent.rewind_to(offset)
+                continue
             loc = resp.headers.get("Location")
             if loc:
                 location = self._location(loc, repo)
-            rng = resp.headers.get("Range")
-            end = offset + length
-            if rng:
-                m = re.match(r"(?:bytes=)?0-(\d+)", rng)
-                if m:
-                    end = int(m.group(1)) + 1
+            end = _range_end(resp.headers.get("Range"), offset + length)
             if end != offset + length:
                 sent.rewind_to(end)
             offset = end
@@ -681,6 +694,20 @@ class RegistryClient:
                             headers={"Content-Length": "0"}, params={"digest": digest},
                             content=b"")
         self._check_upload_done(resp, repo, digest)
+
+    def _upload_state(self, repo: str, location: str) -> tuple[str, int] | None:
+        """(location, bytes received) of an upload session, or None when it is gone."""
+        try:
+            resp = self.request("GET", location, scope=self.push_scope(repo))
+        except RegistryError as exc:
+            if isinstance(exc, AuthError):
+                raise
+            return None
+        if resp.status_code not in (200, 204):
+            return None
+        loc = resp.headers.get("Location")
+        return (self._location(loc, repo) if loc else location,
+                _range_end(resp.headers.get("Range"), 0))
 
     def upload_bytes(self, repo: str, data: bytes) -> str:
         """Upload a small blob held in memory (configs, bundles). Skips it if present."""
@@ -777,6 +804,15 @@ class RegistryClient:
 
 
 # ---------------------------------------------------------------------- helpers
+def _range_end(header: str | None, default: int) -> int:
+    """Bytes held by an upload session from its ``Range: 0-N`` header (N+1)."""
+    if header:
+        m = re.match(r"(?:bytes=)?0-(\d+)", header.strip())
+        if m:
+            return int(m.group(1)) + 1
+    return default
+
+
 def stream_open(resp: httpx.Response) -> bool:
     return not resp.is_stream_consumed and not resp.is_closed
 
