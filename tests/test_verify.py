@@ -541,3 +541,17 @@ def test_registry_serving_wrong_bytes(pushed, store, alice, registry, fault_prox
     assert (res.decision, res.exit_code) == ("deny", 1), res.problems
     assert any("hashes to" in w for w in res.warnings)
     assert any("was not fetched" in s["error"] for s in res.signatures)
+
+
+def test_cli_remote_json(pushed, alice, kit_home):
+    ref, digest = pushed
+    res = CliRunner().invoke(main, ["verify", ref, "-r", "--plain-http", "--key",
+                                    str(alice.pub), "--policy", BASELINE, "--output", "json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert (doc["location"], doc["digest"]) == ("remote", digest)
+    assert doc["policy"]["decision"] == "pass"
+    assert doc["inputDocument"]["registry"]["referrers_api"] is False
+    # --local: kit_home's store is empty, so this cannot be decided
+    res = CliRunner().invoke(main, ["verify", ref, "--local", "--key", str(alice.pub)])
+    assert res.exit_code == 2 and "not in the local store" in res.output
