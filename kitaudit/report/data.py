@@ -840,34 +840,43 @@ class _Builder:
         targets = {cr["target"] for cr in self.current}
         crawls = [cr for cr in self.crawls if cr["target"] in targets
                   and cr["status"] == "complete"]
+        # tag_history.signed is the ModelKit's signed state at that crawl (exact);
+        # without it, signatures.first_seen_crawl; else today's signatures (approximate)
+        snapshot = "signed" in _columns(self.conn, "tag_history")
         has_first_seen = "first_seen_crawl" in self.sig_cols
+        snap_col = "h.signed" if snapshot else "NULL AS signed"
         series = []
         for cr in crawls[-60:]:
-            digests = {r["digest"] for r in self.conn.execute(
-                "SELECT h.repository, h.digest FROM tag_history h JOIN manifests m ON "
-                "m.digest = h.digest WHERE h.crawl_id = ? AND m.kind = 'modelkit'",
-                (cr["id"],)) if self._repo_ok(r["repository"])}
-            if not digests:
+            at_crawl: dict[str, Any] = {}
+            for r in self.conn.execute(
+                    f"SELECT h.repository, h.digest, {snap_col} FROM tag_history h "  # noqa: S608
+                    "JOIN manifests m ON m.digest = h.digest "
+                    "WHERE h.crawl_id = ? AND m.kind = 'modelkit'", (cr["id"],)):
+                if self._repo_ok(r["repository"]):
+                    prev = at_crawl.get(r["digest"])
+                    at_crawl[r["digest"]] = r["signed"] if prev is None else \
+                        max(prev, r["signed"] or 0)
+            if not at_crawl:
                 continue
-            cols = "subject_digest, first_seen_crawl" if has_first_seen else \
-                "subject_digest, 0 AS first_seen_crawl"
-            signed_rows = _rows(self.conn, f"SELECT {cols} FROM signatures WHERE "  # noqa: S608
-                                "verified = 1 AND attestation = 0 AND subject_digest IN ({in})",
-                                sorted(digests))
-            signed = len({r[0] for r in signed_rows if (r[1] or 0) <= cr["id"]})
+            if all(v is not None for v in at_crawl.values()):
+                signed, exact = sum(1 for v in at_crawl.values() if v), True
+            else:
+                cols = "subject_digest, first_seen_crawl" if has_first_seen else \
+                    "subject_digest, 0 AS first_seen_crawl"
+                rows = _rows(self.conn, f"SELECT {cols} FROM signatures WHERE "  # noqa: S608
+                             "verified = 1 AND attestation = 0 AND subject_digest IN ({in})",
+                             sorted(at_crawl))
+                signed = len({r[0] for r in rows if (r[1] or 0) <= cr["id"]})
+                exact = has_first_seen or cr["id"] in self.current_ids
             series.append({"crawl_id": cr["id"], "at": cr["finished_at"] or cr["started_at"],
-                           "modelkits": len(digests), "signed": signed,
-                           "coverage": round(signed / len(digests), 4),
-                           "exact": has_first_seen or cr["id"] in self.current_ids})
-        if not has_first_seen and any(not p["exact"] for p in series):
+                           "modelkits": len(at_crawl), "signed": signed,
+                           "coverage": round(signed / len(at_crawl), 4), "exact": exact})
+        if any(not p["exact"] for p in series):
             self.not_recorded.append(
-                "signing coverage of earlier crawls: the database does not record when a "
-                "signature was first seen, so earlier points count today's signatures over "
-                "the ModelKits tagged at that crawl (marked approximate)")
-        by_rule = []
-        for c in self._rule_counts():
-            by_rule.append(c)
-        return {"signing_coverage": series, "violations_by_rule": by_rule}
+                "signing coverage of earlier crawls: the database does not record the signed "
+                "state at those crawls, so they count today's signatures over the ModelKits "
+                "tagged then (marked approximate)")
+        return {"signing_coverage": series, "violations_by_rule": self._rule_counts()}
 
     def _rule_counts(self) -> list[dict[str, Any]]:
         counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
