@@ -465,3 +465,16 @@ def test_connection_limit(serve, monkeypatch, tls):
         finally:
             fourth.close()
     assert first.get("/healthz")[0] == 200
+
+
+def test_too_many_references_denied(serve):
+    import kitaudit.admission.server as srv
+
+    v = TimingVerifier({})
+    client, _ = serve(v)
+    obj = pod("r.example/m/a:1")
+    obj["spec"]["containers"][0]["args"] = [f"kit://r.example/m/x:{i}"
+                                            for i in range(srv.MAX_REFERENCES + 1)]
+    r = client.post(review(obj))[1]["response"]
+    assert r["allowed"] is False and "at most 64 are verified" in r["status"]["message"]
+    assert v.calls == {}

@@ -53,6 +53,7 @@ log = logging.getLogger("kitaudit.admission")
 MAX_BODY = 16 * 1024 * 1024   # object + oldObject of the largest etcd object, with room
 IDLE_TIMEOUT = 120.0          # keep-alive connections from the API server
 MAX_CONNECTIONS = 512         # open connections (one thread each); more are closed at once
+MAX_REFERENCES = 64           # distinct ModelKit references verified per review
 
 Mode = Literal["enforce", "warn"]
 FailurePolicy = Literal["deny", "allow"]
@@ -172,6 +173,11 @@ class AdmissionController:
         refs = found.unique_references()
         if not refs and not found.problems:
             return Outcome(True)
+        if len(refs) > MAX_REFERENCES:
+            # bounded work per review: more is not a real workload, and is denied
+            found.problems.append(f"{len(refs)} ModelKit references in one object; at most "
+                                  f"{MAX_REFERENCES} are verified per review")
+            refs = []
         checks = self.check_all(refs, found, deadline)
         return self._outcome(req, found, checks)
 
