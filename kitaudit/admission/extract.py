@@ -61,8 +61,8 @@ class FoundReference:
 
 @dataclass
 class Extraction:
-    """The references found (first occurrence per reference, in document order) and
-    the problems: places that name a ModelKit the webhook cannot verify."""
+    """Every occurrence of a reference (pod-spec fields first, then ``kit://`` strings)
+    and the problems: places that name a ModelKit the webhook cannot verify."""
 
     references: list[FoundReference] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
