@@ -428,6 +428,7 @@ class FaultProxy:
     """A loopback HTTP proxy in front of a plain-HTTP registry.
 
     * faults (see :class:`Fault`), and a log of every exchange with the bytes forwarded;
+    * also usable as a forward HTTP proxy (``--proxy``): absolute-URI requests are served;
     * ``referrers_api=True``: implements the OCI distribution-spec 1.1 referrers API on
       top of distribution 2.8 (which has none): a manifest PUT carrying ``subject``
       answers ``OCI-Subject``, and ``GET /v2/<name>/referrers/<digest>`` returns an
@@ -454,6 +455,7 @@ class FaultProxy:
         self.subject_header_only = subject_header_only  # ECR: header, but no API
         self.if_match = if_match
         self.page_size = page_size
+        self.forward_requests = 0  # requests received as a forward proxy
         self.referrers: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._manifest_lock = threading.Lock()
@@ -529,6 +531,9 @@ class FaultProxy:
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         method, path = h.command, h.path
+        if path.startswith("http://"):  # used as a forward proxy (absolute URI)
+            self.forward_requests += 1
+            path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
         fault = self._take_fault(method, path)

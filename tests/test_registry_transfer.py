@@ -309,3 +309,17 @@ def test_chunked_upload_resumes_after_failed_chunk(registry, fault_proxy, tmp_pa
                and e.status == 202) == len(data)
     assert client.get_blob_bytes("quirks/resume", digest) == data
     client.close()
+
+
+def test_push_and_pull_through_http_proxy(registry, fault_proxy, tmp_path, kit_home):
+    """``--proxy``: every request, blob bodies included, goes through the proxy."""
+    proxy = fault_proxy(registry)
+    src, dst = _stores(tmp_path)
+    ref = f"{registry.host}/team/proxied:v1"
+    kit = build_modelkit(src, ref, seed="proxied")
+    push(ref, store=src, progress="none", proxy=f"http://{proxy.host}", **registry.net)
+    pull(ref, store=dst, progress="none", proxy=f"http://{proxy.host}", **registry.net)
+    assert proxy.forward_requests > 0
+    for digest, data in kit.blobs.items():
+        assert dst.blob_path(digest).read_bytes() == data
+        assert proxy.bytes_for(digest) == len(data)
