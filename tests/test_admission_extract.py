@@ -198,6 +198,9 @@ def _review(**req):
 def test_parse_review():
     r = parse_review(_review())
     assert (r.uid, r.operation, r.kind, r.namespace, r.name) == ("u-1", "CREATE", "Pod", "ml", "p")
+    obj = kitops_pod()
+    obj["metadata"] = {"generateName": "server-7d9f-", "namespace": "ml"}
+    assert parse_review(_review(name="", object=obj)).name == "server-7d9f-*"
 
 
 @pytest.mark.parametrize("body, message", [

@@ -72,9 +72,15 @@ def parse_review(body: bytes) -> AdmissionRequest:
         raise MalformedReview(f"request.object is missing for {op}")
     if op == "UPDATE" and not isinstance(old, dict):
         raise MalformedReview("request.oldObject is missing for UPDATE")
+    name = req.get("name")
+    if not name and isinstance(obj, dict) and isinstance(obj.get("metadata"), dict):
+        meta = obj["metadata"]
+        # Pods of a ReplicaSet have only generateName when they are admitted
+        name = meta.get("name") or (f"{meta['generateName']}*"
+                                    if isinstance(meta.get("generateName"), str) else "")
     return AdmissionRequest(
         uid=uid, operation=op, kind=kind["kind"], group=str(kind.get("group") or ""),
-        namespace=str(req.get("namespace") or ""), name=str(req.get("name") or ""),
+        namespace=str(req.get("namespace") or ""), name=str(name or ""),
         obj=obj, old_obj=old, dry_run=bool(req.get("dryRun")))
 
 
