@@ -192,3 +192,16 @@ def test_list_remote_referrers_by_tag(registry, remote_kit):
     subject, found = refs.list_remote_referrers(remote_kit.ref, **registry.net)
     assert subject == remote_kit.digest
     assert [d["digest"] for d in found] == [refs.descriptor_of(raw)["digest"]]
+
+
+def test_pull_skips_a_listed_referrer_that_is_gone(registry, remote_kit, tmp_path, caplog):
+    client = _client(registry)
+    repo = _repo(remote_kit)
+    raw, blobs = _referrer(remote_kit, SIG_TYPE, b"gone", "gone")
+    digest = refs.push_referrer(client, repo, raw, blobs).digest
+    client.delete_manifest(repo, digest)
+    client.close()
+    dst = Store(tmp_path / "gone")
+    res = pull(remote_kit.ref, store=dst, progress="none", **registry.net)
+    assert res.digest == remote_kit.digest and res.referrers == []
+    assert "skipping referrer" in caplog.text

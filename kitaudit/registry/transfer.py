@@ -473,18 +473,22 @@ def _pull_referrers(client: RegistryClient, store: Any, repo: str, digest: str,
         ref_digest = desc.get("digest")
         if not isinstance(ref_digest, str):
             continue
-        if not store.has_blob(ref_digest):
-            man = client.get_manifest(repo, ref_digest)
-            doc = man.data
-            for blob in _manifest_blobs(doc):
-                if not store.has_blob(blob["digest"]):
-                    with store.blob_writer(blob["digest"], int(blob.get("size", 0)),
-                                           resume=True) as writer:
-                        client.download_blob(repo, blob["digest"], writer,
-                                             size=int(blob.get("size", 0)))
-            store.add_referrer(man.raw)
-        else:
-            store.add_referrer(store.read_blob(ref_digest))
+        try:
+            if not store.has_blob(ref_digest):
+                man = client.get_manifest(repo, ref_digest)
+                for blob in _manifest_blobs(man.data):
+                    if not store.has_blob(blob["digest"]):
+                        with store.blob_writer(blob["digest"], int(blob.get("size", 0)),
+                                               resume=True) as writer:
+                            client.download_blob(repo, blob["digest"], writer,
+                                                 size=int(blob.get("size", 0)))
+                store.add_referrer(man.raw)
+            else:
+                store.add_referrer(store.read_blob(ref_digest))
+        except KitauditError as exc:
+            # a listed referrer that is gone or broken must not fail the pull itself
+            log.warning("skipping referrer %s of %s: %s", ref_digest, digest, exc)
+            continue
         pulled.append(ref_digest)
         if depth < 2:
             pulled += _pull_referrers(client, store, repo, ref_digest, depth + 1)
