@@ -334,6 +334,9 @@ def test_cli_review_file(world, tmp_path):
     res = runner.invoke(main, ["admission", "review", str(good), *_cli_args(world)])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["response"]["allowed"] is True
+    res = runner.invoke(main, ["admission", "review", "-", *_cli_args(world)],
+                        input=good.read_text())
+    assert res.exit_code == 0 and json.loads(res.stdout)["response"]["allowed"] is True
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(isvc_review(inference_service("kit://" + world.unsigned))))
     res = runner.invoke(main, ["admission", "review", str(bad), *_cli_args(world),
