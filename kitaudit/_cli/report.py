@@ -9,36 +9,10 @@ written or not signed (bad database, bad option, signing failed).
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
 
 from kitaudit._cli._output import print_json
-
-
-def _password_prompt(confirm: bool) -> str:
-    from kitaudit._cli.sign import _password_prompt as prompt
-
-    return prompt(confirm)
-
-
-def _signer(key_file: str | None, identity_token: str | None, staging: bool,
-            trust_config: str | None) -> Any:
-    from kitaudit.errors import UsageError
-
-    if key_file:
-        if identity_token or staging or trust_config:
-            raise UsageError("--key cannot be combined with keyless options",
-                             fix="drop --identity-token/--staging/--trust-config, or --key")
-        from kitaudit.signing.signer import KeySigner
-
-        return KeySigner.from_file(key_file, prompt=_password_prompt)
-    if staging and trust_config:
-        raise UsageError("--staging and --trust-config are exclusive")
-    from kitaudit.signing.keyless import KeylessSigner
-
-    return KeylessSigner(identity_token, staging=staging, trust_config=trust_config,
-                         interactive=sys.stdin.isatty())
 
 
 @click.command("report")
@@ -101,7 +75,9 @@ def report_cmd(db_path: str, out_dir: str, formats: str, since: str,
     fmts = parse_formats(formats)
     if (key_file or identity_token or staging or trust_config) and not sign:
         raise UsageError("signing options given without --sign", fix="add --sign")
-    signer = _signer(key_file, identity_token, staging, trust_config) if sign else None
+    from kitaudit._cli.sign import make_signer
+
+    signer = make_signer(key_file, identity_token, staging, trust_config) if sign else None
     try:
         report = build_report(db_path, since=None if since == "none" else since,
                               policies=list(policies), waivers=waivers,

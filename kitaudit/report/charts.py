@@ -198,21 +198,18 @@ def lineage_layout(lineage: dict[str, Any], *, max_nodes: int = MAX_NODES
     for c in sorted(columns):
         for i, n in enumerate(columns[c]):
             pos[n] = i
-    for _sweep in range(2):
-        for c in sorted(columns)[1:]:
+    def sweep(order: list[int], neighbours: dict[str, list[str]]) -> None:
+        for c in order:
             def bary(n: str) -> float:
-                ps = [pos[p] for p in parents.get(n, []) if p in pos]
+                ps = [pos[p] for p in neighbours.get(n, []) if p in pos]
                 return sum(ps) / len(ps) if ps else pos[n]
             columns[c].sort(key=bary)
             for i, n in enumerate(columns[c]):
                 pos[n] = i
-        for c in sorted(columns, reverse=True)[1:]:
-            def bary_c(n: str) -> float:
-                cs = [pos[k] for k in children.get(n, []) if k in pos]
-                return sum(cs) / len(cs) if cs else pos[n]
-            columns[c].sort(key=bary_c)
-            for i, n in enumerate(columns[c]):
-                pos[n] = i
+
+    for _round in range(2):
+        sweep(sorted(columns)[1:], parents)
+        sweep(sorted(columns, reverse=True)[1:], children)
     return {"columns": {c: columns[c] for c in sorted(columns)}, "edges": edges,
             "dropped": dropped}
 
