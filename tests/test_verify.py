@@ -327,6 +327,10 @@ def test_verify_fetched(signed_local, store, alice):
                          referrers=broken, options=opts(alice.pub))
     assert res.decision == "deny"
     assert "does not match its digest" in res.signatures[0]["error"]
+    # --deep without a way to read the layers cannot be decided
+    res = verify_fetched(reference=ref, digest=digest, manifest=raw, config_bytes=config,
+                         referrers=fetched, options=opts(alice.pub, deep=True))
+    assert res.exit_code == 2 and "--deep needs access to the layers" in res.problems[0]
 
 
 # ---------------------------------------------------------------------- registry

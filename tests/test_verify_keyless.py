@@ -172,3 +172,25 @@ def test_production_bundles_offline_through_verify_path():
     res = check_referrers([_wrap("happy-path-intoto-in-dsse-v3", digest)], digest,
                           wrong.signer_policy, wrong.trusted_root).attestations[0]
     assert not res.verified and "does not match" in res.error
+
+
+def test_keyless_on_registry(tmp_path, sigstore_mock, registry):  # noqa: F811
+    """Signed keyless locally (bundles + legacy tags), pushed (push carries the
+    referrers, not the legacy tags), verified from the registry."""
+    from kitaudit.registry.transfer import push
+
+    store = Store(tmp_path / "store")
+    ref = f"{registry.host}/verify/keyless:v1"
+    digest = make_kit(tmp_path, store, ref, seed="keyless-remote")
+    signer = KeylessSigner(_token(), trust_config=sigstore_mock)
+    try:
+        sign_local(store, ref, signer)
+    finally:
+        signer.close()
+    push(ref, store=store, progress="none", **registry.net)
+    res = verify(ref, kopts(str(sigstore_mock)), remote=True, net=registry.net)
+    assert (res.decision, res.digest, res.location) == ("pass", digest, "remote"), res.problems
+    assert [(s["identity"], s["source"]) for s in res.signatures] == [(SUB, "fallback-tag")]
+    res = verify(ref, kopts(str(sigstore_mock), certificate_identity="other@test.example"),
+                 remote=True, net=registry.net)
+    assert res.decision == "deny"
