@@ -126,10 +126,10 @@ def _fallback_entries(client: Any, repo: str, digest: str) -> list[dict[str, Any
 def list_remote_referrers(ref: Any, artifact_type: str | None = None,
                           **net: Any) -> tuple[str, list[dict[str, Any]]]:
     """(subject digest, referrer descriptors) for a remote reference (tag or digest)."""
-    from kitaudit.registry.transfer import _net, _parse_ref, open_client
+    from kitaudit.registry.transfer import open_client, parse_ref, to_net
 
-    pref = _parse_ref(ref)
-    with open_client(pref.registry, _net(net)) as client:
+    pref = parse_ref(ref)
+    with open_client(pref.registry, to_net(net)) as client:
         digest = client.resolve(pref.repository, pref.reference)
         return digest, list_referrers(client, pref.repository, digest, artifact_type)
 
@@ -258,10 +258,10 @@ def push_referrer_from_store(client: Any, store: Any, repo: str,
 def attach_remote(ref: Any, manifest_raw: bytes, blobs: Mapping[str, bytes] | None = None,
                   **net: Any) -> AttachResult:
     """Attach a referrer to a remote ModelKit (``ref``'s registry and repository)."""
-    from kitaudit.registry.transfer import _net, _parse_ref, open_client
+    from kitaudit.registry.transfer import open_client, parse_ref, to_net
 
-    pref = _parse_ref(ref)
-    with open_client(pref.registry, _net(net)) as client:
+    pref = parse_ref(ref)
+    with open_client(pref.registry, to_net(net)) as client:
         return push_referrer(client, pref.repository, manifest_raw, blobs)
 
 

@@ -39,7 +39,8 @@ MAX_REFERRERS = 200
 
 
 # ---------------------------------------------------------------------- helpers
-def _parse_ref(ref: Any) -> Any:
+def parse_ref(ref: Any) -> Any:
+    """A ``Reference`` (``latest`` filled in) from text or a ``Reference``."""
     from kitaudit.reference import Reference, parse_for_command
 
     if isinstance(ref, Reference):
@@ -47,7 +48,7 @@ def _parse_ref(ref: Any) -> Any:
     return parse_for_command(str(ref))
 
 
-def _parse_ref_tags(ref: Any) -> tuple[Any, list[str]]:
+def parse_ref_tags(ref: Any) -> tuple[Any, list[str]]:
     from kitaudit.reference import DEFAULT_TAG, Reference, parse
 
     if isinstance(ref, Reference):
@@ -60,7 +61,7 @@ def _parse_ref_tags(ref: Any) -> tuple[Any, list[str]]:
     return parsed, extra
 
 
-def _net(net: dict[str, Any]) -> NetOptions:
+def to_net(net: dict[str, Any]) -> NetOptions:
     return NetOptions.from_kwargs(**net)
 
 
@@ -221,9 +222,9 @@ def push(src: Any, dest: Any = None, *, store: Any = None, progress: str = "auto
 
     started = time.monotonic()
     store = store or default_store()
-    opts = _net(net)
-    src_ref = _parse_ref(src)
-    dest_ref, extra_tags = _parse_ref_tags(dest if dest is not None else src)
+    opts = to_net(net)
+    src_ref = parse_ref(src)
+    dest_ref, extra_tags = parse_ref_tags(dest if dest is not None else src)
     desc, manifest, raw = store.get_manifest(_local_name(src_ref))
     digest = desc["digest"]
     media_type = manifest.get("mediaType") or desc.get("mediaType") or mt.OCI_MANIFEST
@@ -344,12 +345,12 @@ def pull(ref: Any, *, store: Any = None, filters: Any = None, progress: str = "a
 
     started = time.monotonic()
     store = store or default_store()
-    opts = _net(net)
+    opts = to_net(net)
     if filters is None or isinstance(filters, FilterSet):
         fset = filters or FilterSet()
     else:
         fset = parse_filters(list(filters))
-    pref = _parse_ref(ref)
+    pref = parse_ref(ref)
     repo = pref.repository
     with open_client(pref.registry, opts) as client:
         man = client.get_manifest(repo, pref.reference)
@@ -499,16 +500,16 @@ def _pull_referrers(client: RegistryClient, store: Any, repo: str, digest: str,
 def remote_manifest(ref: Any, **net: Any) -> tuple[dict[str, Any], dict[str, Any], bytes]:
     """(descriptor, parsed manifest, raw bytes) of ``ref`` in its registry
     (same shape as ``Store.get_manifest``)."""
-    pref = _parse_ref(ref)
-    with open_client(pref.registry, _net(net)) as client:
+    pref = parse_ref(ref)
+    with open_client(pref.registry, to_net(net)) as client:
         man = client.get_manifest(pref.repository, pref.reference)
     return man.descriptor(), man.data, man.raw
 
 
 def remote_config(ref: Any, **net: Any) -> bytes:
     """The config blob (the Kitfile JSON for a KitOps ModelKit) of ``ref``."""
-    pref = _parse_ref(ref)
-    with open_client(pref.registry, _net(net)) as client:
+    pref = parse_ref(ref)
+    with open_client(pref.registry, to_net(net)) as client:
         doc = client.get_manifest(pref.repository, pref.reference).data
         config = doc.get("config") or {}
         if not config.get("digest"):
@@ -520,8 +521,8 @@ def fetch_kitfile(ref: Any, **net: Any) -> tuple[str, Any]:
     """(manifest digest, Kitfile) of a remote ModelKit (base-model resolution)."""
     from kitaudit import modelkit
 
-    pref = _parse_ref(ref)
-    with open_client(pref.registry, _net(net)) as client:
+    pref = parse_ref(ref)
+    with open_client(pref.registry, to_net(net)) as client:
         man = client.get_manifest(pref.repository, pref.reference)
         doc = man.data
         config = doc.get("config") or {}
@@ -541,18 +542,18 @@ def remote_tag(src_ref: Any, dest_ref: Any, **net: Any) -> dict[str, Any]:
     """
     from kitaudit.reference import Reference
 
-    src = _parse_ref(src_ref)
+    src = parse_ref(src_ref)
     if isinstance(dest_ref, str) and "/" not in dest_ref and ":" not in dest_ref and \
             "@" not in dest_ref:
         dest, extra = Reference(src.registry, src.repository, dest_ref, None), []
     else:
-        dest, extra = _parse_ref_tags(dest_ref)
+        dest, extra = parse_ref_tags(dest_ref)
     if dest.registry != src.registry:
         raise UsageError(f"cannot tag across registries ({src.registry} → {dest.registry})",
                          fix="pull the ModelKit, then push it to the other registry")
     if not dest.tag:
         raise UsageError(f"{dest} has no tag to set")
-    with open_client(src.registry, _net(net)) as client:
+    with open_client(src.registry, to_net(net)) as client:
         man = client.get_manifest(src.repository, src.reference)
         if dest.repository != src.repository:
             for blob in _manifest_blobs(man.data):
@@ -570,8 +571,8 @@ def remote_tag(src_ref: Any, dest_ref: Any, **net: Any) -> dict[str, Any]:
 def remote_remove(ref: Any, **net: Any) -> str:
     """Delete the manifest ``ref`` names from its registry (every tag pointing at it
     goes with it, as in kit). Returns the deleted digest."""
-    pref = _parse_ref(ref)
-    with open_client(pref.registry, _net(net)) as client:
+    pref = parse_ref(ref)
+    with open_client(pref.registry, to_net(net)) as client:
         digest = client.resolve(pref.repository, pref.reference)
         client.delete_manifest(pref.repository, digest)
     return digest
@@ -590,7 +591,7 @@ def remote_list_tags(repo: Any, *, include_referrer_tags: bool = False,
     text = str(repo)
     pref, _ = parse(text.split("@", 1)[0].rsplit(":", 1)[0] if _has_tag(text) else text)
     out = []
-    with open_client(pref.registry, _net(net)) as client:
+    with open_client(pref.registry, to_net(net)) as client:
         for tag in client.list_tags(pref.repository):
             if not include_referrer_tags and _REFERRER_TAG.match(tag):
                 continue
@@ -607,14 +608,14 @@ def _has_tag(text: str) -> bool:
 
 def remote_list_repositories(registry: str, **net: Any) -> list[str]:
     """The registry's catalog (many registries refuse it)."""
-    with open_client(registry, _net(net)) as client:
+    with open_client(registry, to_net(net)) as client:
         return client.catalog()
 
 
 def resolve_remote(ref: Any, **net: Any) -> dict[str, Any]:
     """Descriptor of a remote reference (HEAD)."""
-    pref = _parse_ref(ref)
-    with open_client(pref.registry, _net(net)) as client:
+    pref = parse_ref(ref)
+    with open_client(pref.registry, to_net(net)) as client:
         desc = client.head_manifest(pref.repository, pref.reference)
     if desc is None:
         raise NotFound(f"{pref} not found on {pref.registry}")
