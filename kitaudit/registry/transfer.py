@@ -65,6 +65,12 @@ def to_net(net: dict[str, Any]) -> NetOptions:
     return NetOptions.from_kwargs(**net)
 
 
+# earlier private names, imported by other modules
+_net = to_net
+_parse_ref = parse_ref
+_parse_ref_tags = parse_ref_tags
+
+
 def _local_name(ref: Any) -> str:
     """The store key: ``registry/repo:tag`` or ``registry/repo@digest``."""
     if ref.tag:
