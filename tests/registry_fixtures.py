@@ -14,7 +14,11 @@ Fixtures (all skip cleanly when /usr/bin/docker-registry is missing):
                         connections mid-body, answer 500/429, flip a byte or go slowly, and
                         counts the body bytes it forwards per request
 * ``kit_home``          a fresh ``KITAUDIT_HOME`` (store + credentials) for the test
-* ``build_modelkit``    builds a small ModelKit by hand in a store (config + raw layers)
+* ``make_kit``          the function :func:`build_modelkit`: a small ModelKit built by hand
+                        in a store (Kitfile config with digests + raw layers), tagged
+
+Registry tests are marked ``@pytest.mark.registry``; a missing binary skips them with a
+message. Fixtures kill their processes at teardown.
 
 The proxy can also serve the OCI referrers API (``referrers_api=True``) and honour
 ``If-Match`` on manifest PUTs (``if_match=True``), which distribution 2.8 does not: see
