@@ -19,8 +19,10 @@ Any exception anywhere gives ``decision="error"`` (exit 2), never ``pass``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from kitaudit.errors import KitauditError, UsageError
@@ -38,6 +40,20 @@ def _compiled(options: VerifyOptions | CompiledOptions | None,
     if options is None:
         raise UsageError("no verification options given")
     return compile_options(options), True
+
+
+@contextlib.contextmanager
+def _session(options: VerifyOptions | CompiledOptions | None,
+             compiled: CompiledOptions | None, result: VerifyResult
+             ) -> Iterator[CompiledOptions]:
+    """The compiled options to use; closes them afterwards if compiled here."""
+    comp, owned = _compiled(options, compiled)
+    result.fingerprint = comp.fingerprint
+    try:
+        yield comp
+    finally:
+        if owned:
+            comp.close()
 
 
 def _fail(result: VerifyResult, err: BaseException) -> VerifyResult:
@@ -63,49 +79,50 @@ def verify(ref: str, options: VerifyOptions | CompiledOptions | None = None, *,
     ``tls_cert``...). ``compiled``: from :func:`compile_options`, to reuse keys, trust
     root, policies, connections and caches across calls.
     """
+    started = time.perf_counter()
+    result = VerifyResult(reference=ref)
+    try:
+        with _session(options, compiled, result) as comp:
+            result = _verify_ref(ref, comp, result, store=store, remote=remote, net=net)
+    except Exception as err:  # fail closed: everything unexpected is "could not decide"
+        _fail(result, err)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _verify_ref(ref: str, comp: CompiledOptions, result: VerifyResult, *, store: Any,
+                remote: bool | None, net: dict[str, Any] | None) -> VerifyResult:
     from kitaudit.verify.discover import discover
 
     started = time.perf_counter()
-    result = VerifyResult(reference=ref)
-    own: CompiledOptions | None = None
-    try:
-        comp, owned = _compiled(options, compiled)
-        own = comp if owned else None
-        result.fingerprint = comp.fingerprint
-        hit: list[VerifyResult] = []
+    hit: list[VerifyResult] = []
 
-        def stop_if(digest: str) -> bool:
-            if comp.results is None:
-                return False
-            cached = comp.results.get(digest)
-            if cached is not None:
-                hit.append(cached)
-            return cached is not None
+    def stop_if(digest: str) -> bool:
+        if comp.results is None:
+            return False
+        cached = comp.results.get(digest)
+        if cached is not None:
+            hit.append(cached)
+        return cached is not None
 
-        subject = discover(ref, store=store, remote=remote, net=net, compiled=comp,
-                           stop_if=stop_if)
-        if hit:
-            out: VerifyResult = copy.copy(hit[0])
-            out.reference, out.cached = ref, True
-            out.seconds = time.perf_counter() - started
-            return out
+    subject = discover(ref, store=store, remote=remote, net=net, compiled=comp,
+                       stop_if=stop_if)
+    if hit:
+        out: VerifyResult = copy.copy(hit[0])
+        out.reference, out.cached = ref, True
+        out.seconds = time.perf_counter() - started
+        return out
 
-        def check_base(target: str) -> tuple[str, Any]:
-            from kitaudit.verify.signatures import check_referrers
+    def check_base(target: str) -> tuple[str, Any]:
+        from kitaudit.verify.signatures import check_referrers
 
-            base = discover(target, store=store, remote=remote, net=net, compiled=comp)
-            return base.digest, check_referrers(base.referrers, base.digest,
-                                                comp.signer_policy, comp.trusted_root)
+        base = discover(target, store=store, remote=remote, net=net, compiled=comp)
+        return base.digest, check_referrers(base.referrers, base.digest,
+                                            comp.signer_policy, comp.trusted_root)
 
-        result = decide(subject, comp, check_base=check_base, result=result)
-        if result.decision == "pass" and comp.results is not None:
-            comp.results.put(result.digest, copy.copy(result))
-    except Exception as err:  # fail closed: everything unexpected is "could not decide"
-        _fail(result, err)
-    finally:
-        if own is not None:
-            own.close()
-    result.seconds = time.perf_counter() - started
+    result = decide(subject, comp, check_base=check_base, result=result)
+    if result.decision == "pass" and comp.results is not None:
+        comp.results.put(result.digest, copy.copy(result))
     return result
 
 
@@ -124,46 +141,47 @@ def verify_fetched(*, reference: str | None, digest: str, manifest: dict[str, An
     descriptor) -> (digest, size)`` is needed for ``deep``. ``check_base(reference) ->
     (digest, Findings)`` looks base models up (without it they stay unverified).
     """
-    import json
-
     started = time.perf_counter()
     result = VerifyResult(reference=reference or digest)
-    own: CompiledOptions | None = None
     try:
-        comp, owned = _compiled(options, compiled)
-        own = comp if owned else None
-        result.fingerprint = comp.fingerprint
-        raw: bytes | None = None
-        if isinstance(manifest, bytes | bytearray):
-            raw = bytes(manifest)
-            if sha256(raw) != digest:
-                raise KitauditError(f"the manifest given does not hash to {digest}")
-            manifest = json.loads(raw)
-            if not isinstance(manifest, dict):
-                raise KitauditError(f"manifest {digest} is not a JSON object")
-        cfg = (manifest.get("config") or {}).get("digest")
-        if cfg and sha256(config_bytes) != cfg:
-            raise KitauditError(f"the config given does not hash to {cfg}")
-        text = reference or digest
-        check_modelkit_manifest(manifest, text)
-        reg, repo, tag = registry or "", "", ""
-        if reference:
-            from kitaudit.reference import parse
-
-            parsed, _ = parse(reference)
-            reg, repo, tag = registry or parsed.registry, parsed.repository, parsed.tag or ""
-        subject = Subject(text=text, registry=reg, repository=repo, tag=tag, digest=digest,
-                          manifest=manifest, manifest_raw=raw, config_bytes=config_bytes,
-                          location="fetched", referrers_api=referrers_api,
-                          referrers=list(referrers), rehash=rehash)
-        result = decide(subject, comp, check_base=check_base, result=result)
-    except Exception as err:
+        with _session(options, compiled, result) as comp:
+            subject = _fetched_subject(reference, digest, manifest, config_bytes, referrers,
+                                       registry, referrers_api, rehash)
+            result = decide(subject, comp, check_base=check_base, result=result)
+    except Exception as err:  # fail closed
         _fail(result, err)
-    finally:
-        if own is not None:
-            own.close()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _fetched_subject(reference: str | None, digest: str, manifest: dict[str, Any] | bytes,
+                     config_bytes: bytes, referrers: list[FetchedReferrer],
+                     registry: str | None, referrers_api: bool, rehash: Any) -> Subject:
+    import json
+
+    raw: bytes | None = None
+    if isinstance(manifest, bytes | bytearray):
+        raw = bytes(manifest)
+        if sha256(raw) != digest:
+            raise KitauditError(f"the manifest given does not hash to {digest}")
+        manifest = json.loads(raw)
+        if not isinstance(manifest, dict):
+            raise KitauditError(f"manifest {digest} is not a JSON object")
+    cfg = (manifest.get("config") or {}).get("digest")
+    if cfg and sha256(config_bytes) != cfg:
+        raise KitauditError(f"the config given does not hash to {cfg}")
+    text = reference or digest
+    check_modelkit_manifest(manifest, text)
+    reg, repo, tag = registry or "", "", ""
+    if reference:
+        from kitaudit.reference import parse
+
+        parsed, _ = parse(reference)
+        reg, repo, tag = registry or parsed.registry, parsed.repository, parsed.tag or ""
+    return Subject(text=text, registry=reg, repository=repo, tag=tag, digest=digest,
+                   manifest=manifest, manifest_raw=raw, config_bytes=config_bytes,
+                   location="fetched", referrers_api=referrers_api,
+                   referrers=list(referrers), rehash=rehash)
 
 
 def decide(subject: Subject, comp: CompiledOptions, *, check_base: Any = None,

@@ -254,6 +254,19 @@ def discover_remote(client: Any, parsed: Any, text: str, blob_cache: Any = None,
             blob_cache.put(digest, raw)
         return raw
 
+    def layer_blobs(man: dict[str, Any], legacy: bool, what: str,
+                    notes: list[str]) -> dict[str, bytes]:
+        """The blobs verification needs; a missing or corrupt one is noted and left out
+        (that signature then stays unverified: "was not fetched")."""
+        out: dict[str, bytes] = {}
+        for layer in _needed_layers(man, legacy):
+            if isinstance(layer.get("digest"), str):
+                try:
+                    out[layer["digest"]] = blob(layer["digest"], "layer")
+                except (NotFound, DigestMismatch) as err:
+                    notes.append(f"{what}: {err}")
+        return out
+
     if parsed.digest:
         if stop_if is not None and stop_if(parsed.digest):
             return _stopped(text, parsed, parsed.digest, "remote")
@@ -285,14 +298,7 @@ def discover_remote(client: Any, parsed: Any, text: str, blob_cache: Any = None,
                 raise
             legacy_notes.append(f"tag {tag} skipped: {err}")
             return None
-        blobs = {}
-        for d in _needed_layers(man, True):
-            if not isinstance(d.get("digest"), str):
-                continue
-            try:
-                blobs[d["digest"]] = blob(d["digest"], "legacy layer")
-            except (NotFound, DigestMismatch):
-                pass  # that layer stays unverified ("was not fetched")
+        blobs = layer_blobs(man, True, f"tag {tag}", legacy_notes)
         return FetchedReferrer({**lm.descriptor(), "tag": tag}, man, blobs, True, "legacy-tag")
 
     legacy_futures = [pool.submit(legacy, s) for s in ("sig", "att")]
@@ -331,14 +337,7 @@ def discover_remote(client: Any, parsed: Any, text: str, blob_cache: Any = None,
                 raise
             subject.notes.append(f"referrer {d['digest']} skipped: {err}")
             return None
-        blobs = {}
-        for layer in _needed_layers(man, False):
-            if not isinstance(layer.get("digest"), str):
-                continue
-            try:
-                blobs[layer["digest"]] = blob(layer["digest"], "referrer layer")
-            except (NotFound, DigestMismatch) as err:
-                subject.notes.append(f"referrer {d['digest']}: {err}")
+        blobs = layer_blobs(man, False, f"referrer {d['digest']}", subject.notes)
         return FetchedReferrer(d, man, blobs, False, source)
 
     fetched = list(pool.map(fetch, descs)) if len(descs) > 1 else [fetch(d) for d in descs]
