@@ -192,6 +192,7 @@ class _Builder:
         self.sig_cols = _columns(conn, "signatures")
         self.kits: dict[str, dict[str, Any]] = {}
         self.results: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._states: dict[str, dict[str, dict[str, Any]]] = {}
 
     # -------------------------------------------------------------- scope
     def _repo_ok(self, name: str | None) -> bool:
@@ -279,13 +280,23 @@ class _Builder:
         self.edges: list[dict[str, Any]] = [dict(r) for r in _rows(
             c, "SELECT * FROM lineage_edges WHERE child_digest IN ({in}) "
                "ORDER BY child_digest, depth, source", keys)]
+        parsed: dict[str | None, Any] = {}   # the same JSON texts repeat for every kit
+
+        def cached(text: str | None, default: Any) -> Any:
+            if text not in parsed:
+                parsed[text] = _loads(text, default)
+            return parsed[text]
+
         for r in _rows(c, "SELECT * FROM policy_results WHERE subject_digest IN ({in}) "
                           "ORDER BY policy, rule", keys):
             row = dict(r)
-            row["controls"] = _loads(row["controls"], [])
+            row["controls"] = cached(row["controls"], [])
             row["waiver"] = _loads(row["waiver"], None)
-            row["expired_waivers"] = _loads(row["expired_waivers"], [])
+            row["expired_waivers"] = cached(row["expired_waivers"], [])
             self.results[row["subject_digest"]].append(row)
+        self.edges_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for e in self.edges:
+            self.edges_of[e["child_digest"]].append(e)
         if not self.kits:
             self.not_recorded.append("no ModelKit in scope: check the crawl target, "
                                      "--repository and --target")
@@ -477,6 +488,11 @@ class _Builder:
                 "mismatches": _loads(s["mismatches"], [])}
 
     def _policy_state(self, digest: str) -> dict[str, dict[str, Any]]:
+        if digest not in self._states:
+            self._states[digest] = self._compute_policy_state(digest)
+        return self._states[digest]
+
+    def _compute_policy_state(self, digest: str) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for r in self.results.get(digest, []):
             p = out.setdefault(r["policy"], {"status": "pass", "counts": Counter()})
@@ -503,9 +519,7 @@ class _Builder:
             licences, lic_source = self._licences(d, sbom)
             bases = []
             seen: set[str] = set()
-            for e in self.edges:
-                if e["child_digest"] != d:
-                    continue
+            for e in self.edges_of.get(d, []):
                 key = e["parent_digest"] or e["parent_reference"]
                 if key in seen:
                     continue

@@ -68,9 +68,17 @@ def _short(digest: Any, n: int = 19) -> str:
 def _kitname(item: dict[str, Any]) -> str:
     tags = item.get("tags") or []
     if tags:
-        return str(tags[0]) + (f" (+{len(tags) - 1} tags)" if len(tags) > 1 else "")
+        more = len(tags) - 1
+        return str(tags[0]) + (f" (+{more} tag{'s' if more > 1 else ''})" if more else "")
     repo = item.get("repository") or ""
     return f"{repo}@{_short(item.get('digest'))}" if repo else _short(item.get("digest"))
+
+
+def _was(item: dict[str, Any]) -> str:
+    """A removed digest: ``repo@sha256:abc… (was repo:tag)``."""
+    tags = item.get("tags") or []
+    head = f"{item.get('repository') or ''}@{_short(item.get('digest'))}"
+    return head + (f" (was {', '.join(tags)})" if tags else "")
 
 
 def _md(text: Any) -> str:
@@ -96,7 +104,7 @@ def _environment(template_dir: Path | None = None) -> Any:
                                             default_for_string=True, default=False),
         undefined=jinja2.StrictUndefined, trim_blocks=False, lstrip_blocks=False,
         keep_trailing_newline=True)
-    env.filters.update(when=_when, pct=_pct, short=_short, kitname=_kitname, md=_md,
+    env.filters.update(when=_when, pct=_pct, short=_short, kitname=_kitname, md=_md, was=_was,
                        refs=_refs)
 
     def kitref(digest: str, report: dict[str, Any]) -> str:
