@@ -455,3 +455,31 @@ def test_keyless_identity(world, webhook, keyless_ref, identity, allowed):
     assert r["allowed"] is allowed, r
     if not allowed:
         assert "baseline/modelkit-signed" in r["status"]["message"]
+
+
+def test_image_under_pattern_that_is_not_a_modelkit(world, webhook):
+    """An ordinary container image under an --image-pattern cannot be verified as a
+    ModelKit: the failure policy applies and the message says why."""
+    import json
+
+    from kitaudit.mediatypes import OCI_MANIFEST
+    from kitaudit.registry.transfer import open_client
+    from kitaudit.registry.transport import NetOptions
+
+    host = world.registry.host
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    with open_client(host, NetOptions.from_kwargs(**world.registry.net)) as c:
+        digest = c.upload_bytes("admission/plain-image", config)
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                               "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                          "digest": digest, "size": len(config)},
+                               "layers": []}).encode()
+        c.put_manifest("admission/plain-image", "v1", manifest, OCI_MANIFEST)
+    client, _, _ = webhook(image_patterns=(f"{host}/admission/*",))
+    obj = {"metadata": {"name": "app"},
+           "spec": {"containers": [{"name": "c", "image": f"{host}/admission/plain-image:v1"}]}}
+    r = _resp(client, review(obj))
+    assert r["allowed"] is False
+    msg = r["status"]["message"]
+    assert "is not a ModelKit" in msg and "failure policy: deny" in msg
