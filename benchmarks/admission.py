@@ -245,6 +245,10 @@ def main() -> int:
                   f"{m['registry_cpu_ms_per_review']} ms/review, client CPU "
                   f"{m['client_cpu_ms_per_review']} ms/review → about "
                   f"{m['estimate_2_idle_cores']} reviews/s on 2 idle cores")
+        if out["load_average"] > (out["cpus"] or 1):
+            print(f"  note: the machine was busy (load {out['load_average']:.1f} on "
+                  f"{out['cpus']} CPUs): measured rates are contended; the CPU figures "
+                  f"are not")
         print(f"  target ≥ {TARGET:g} reviews/s warm (by tag): measured "
               f"{'met' if out['meets_target'] else 'NOT met'}; estimated on 2 idle cores "
               f"{'met' if out['meets_target_estimated_idle'] else 'NOT met'}")
