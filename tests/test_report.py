@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kitaudit.report.data import build_report, fail_on_triggered
 from kitaudit.report.render import write_report
@@ -537,3 +540,38 @@ def test_html_report_in_headless_chromium(fx: Fixture, tmp_path: Path) -> None:
 
 def test_screenshot_artifact_dir_is_ignored() -> None:
     assert "test-artifacts/" in (ROOT / ".gitignore").read_text()
+
+
+def test_template_dir_overrides_the_packaged_templates(fx: Fixture, tmp_path: Path) -> None:
+    from kitaudit.report.render import TEMPLATE_DIR
+
+    tdir = tmp_path / "templates"
+    shutil.copytree(TEMPLATE_DIR, tdir)
+    md = tdir / "report.md.j2"
+    md.write_text(md.read_text().replace("## Summary", "## Executive summary"))
+    (tdir / "report.css").write_text("body { color: #123456; }")
+    write_report(fx.reports["first"], tmp_path / "out", formats=["md", "html"],
+                 template_dir=tdir)
+    assert "## Executive summary" in (tmp_path / "out" / "report.md").read_text()
+    assert "#123456" in (tmp_path / "out" / "report.html").read_text()
+
+
+@given(st.lists(st.sampled_from(["html", "md", "json", "markdown", " HTML ", ""]),
+                max_size=6), st.text(max_size=8))
+def test_parse_formats(items: list[str], junk: str) -> None:
+    from kitaudit.errors import UsageError
+    from kitaudit.report.render import FORMATS, parse_formats
+
+    text = ",".join(items)
+    wanted = [("md" if i.strip().lower() == "markdown" else i.strip().lower())
+              for i in items if i.strip()]
+    if wanted:
+        got = parse_formats(text)
+        assert got == list(dict.fromkeys(wanted)) and set(got) <= set(FORMATS)
+    else:
+        with pytest.raises(UsageError):
+            parse_formats(text)
+    bad = junk.strip().lower()
+    if bad and "," not in bad and bad not in (*FORMATS, "markdown"):
+        with pytest.raises(UsageError, match="unknown report format"):
+            parse_formats(f"html,{junk}")
