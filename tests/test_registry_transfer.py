@@ -323,3 +323,12 @@ def test_push_and_pull_through_http_proxy(registry, fault_proxy, tmp_path, kit_h
     for digest, data in kit.blobs.items():
         assert dst.blob_path(digest).read_bytes() == data
         assert proxy.bytes_for(digest) == len(data)
+
+
+def test_empty_layer_round_trip(registry, tmp_path, kit_home):
+    src, dst = _stores(tmp_path)
+    ref = f"{registry.host}/team/empty-layer:v1"
+    kit = build_modelkit(src, ref, seed="empty", sizes={"docs": 0})
+    push(ref, store=src, progress="none", **registry.net)
+    pull(ref, store=dst, progress="none", **registry.net)
+    assert dst.blob_path(kit.layers["docs"]).read_bytes() == b""
