@@ -189,3 +189,22 @@ def test_unchanged_recrawl_with_fallback_tags_sends_only_heads(seeded: Any, faul
                      "WHERE t.repository LIKE '%/faults/three'").fetchone()[0]
     assert n == 2
     assert json.loads(json.dumps(again.to_dict()))["errors"] == 0
+
+
+def test_same_modelkit_in_two_repositories(seeded: Any, tmp_path: Path) -> None:
+    """One digest, two repositories: one manifests row, tags in both, and the referrers
+    read where it was first recorded — an unchanged recrawl reads neither again."""
+    from kitaudit.registry.transfer import remote_tag
+
+    reg, _store, digests = seeded
+    remote_tag(f"{reg.host}/faults/one:v1", f"{reg.host}/faults/copy:v1", plain_http=True)
+    db = tmp_path / "f.db"
+    first = crawl(reg.host, db, net={"plain_http": True})
+    assert first.modelkits == 4 and first.errors == 0
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM tags WHERE digest=?",
+                        (digests["one"],)).fetchone() == (2,)
+    assert conn.execute("SELECT count(*) FROM manifests").fetchone() == (3,)
+    conn.close()
+    again = crawl(reg.host, db, net={"plain_http": True})
+    assert again.unchanged == 4 and again.modelkits == 4 and again.referrers == 0

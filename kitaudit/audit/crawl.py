@@ -836,11 +836,12 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
     stats = _start(conn, source, shard_text, run_id, verify_fp, options)
     cid = stats.crawl_id
     writer = _Writer(conn, cid, stats)
-    # what is already recorded: digest -> (kind, referrers fingerprint, verify fingerprint)
-    known: dict[str, tuple[str, str | None, str | None]] = {
-        d: (k, rf, vf) for d, k, rf, vf in conn.execute(
-            "SELECT digest, kind, referrers_fingerprint, verify_fingerprint FROM manifests "
-            "WHERE complete = 1")}
+    # what is already recorded: digest -> (kind, referrers fingerprint, verify
+    # fingerprint, the repository whose referrers were read)
+    known: dict[str, tuple[str, str | None, str | None, str | None]] = {
+        d: (k, rf, vf, r) for d, k, rf, vf, r in conn.execute(
+            "SELECT digest, kind, referrers_fingerprint, verify_fingerprint, repository "
+            "FROM manifests WHERE complete = 1")}
     recorded: set[str] = {d for (d,) in conn.execute("SELECT digest FROM manifests")}
     known_tags: set[tuple[str, str]] = set(conn.execute("SELECT repository, tag FROM tags"))
     done_repos = {r for (r,) in conn.execute(
@@ -908,10 +909,15 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
             stats.manifests += 1
             k = known.get(digest)
             if k is not None and not reverify:
-                if k[0] != "modelkit":
+                if k[0] != "modelkit" or (k[3] != st.name and k[2] == verify_fp):
+                    # the same ModelKit in another repository: its referrers are read in
+                    # the repository where it was first recorded
                     st.unchanged.append(digest)
                     stats.unchanged += 1
-                    stats.other_artifacts += 1
+                    if k[0] == "modelkit":
+                        stats.modelkits += 1
+                    else:
+                        stats.other_artifacts += 1
                     continue
                 try:
                     fp = _referrers_fingerprint_cheap(source, st.name, digest, rtags,
@@ -999,7 +1005,8 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
                 rec: _Record = fut.result()
                 writer.record(rec, verify_fp)
                 if rec.kind != "error" and not rec.errors:
-                    known[digest] = (rec.kind, rec.referrers_fingerprint, verify_fp)
+                    home = known[digest][3] if digest in known else st.name
+                    known[digest] = (rec.kind, rec.referrers_fingerprint, verify_fp, home)
             writer.pending += 1
             if writer.pending >= COMMIT_EVERY:
                 writer.save_stats()
