@@ -28,6 +28,10 @@ from hypothesis import strategies as st
 from kitaudit.report.data import build_report, fail_on_triggered
 from kitaudit.report.render import write_report
 from kitaudit.report.schema import validate_report
+from tests.test_signing_keyless import ISSUER as KEYLESS_ISSUER
+from tests.test_signing_keyless import SUB as KEYLESS_SUB
+from tests.test_signing_keyless import _token as keyless_token
+from tests.test_signing_keyless import sigstore_mock  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = [str(ROOT / "policies" / "baseline.yaml"), str(ROOT / "policies" / "eu-ai-act.yaml")]
@@ -575,3 +579,32 @@ def test_parse_formats(items: list[str], junk: str) -> None:
     if bad and "," not in bad and bad not in (*FORMATS, "markdown"):
         with pytest.raises(UsageError, match="unknown report format"):
             parse_formats(f"html,{junk}")
+
+
+def test_keyless_signed_report(fx: Fixture, tmp_path: Path,
+                               sigstore_mock: Path) -> None:  # noqa: F811 - fixture
+    """Keyless --sign against the loopback Sigstore services of test_signing_keyless (the
+    one mock: real Fulcio/Rekor cannot run here); verified for real."""
+    from kitaudit.report.sign import verify_report_file
+    from kitaudit.signing.verify_bundle import SignerPolicy, load_trusted_root
+
+    out = tmp_path / "keyless"
+    run = subprocess.run([*CLI, "report", "--db", str(fx.db), "--out", str(out),
+                          "--format", "html,json", "--sign", "--identity-token",
+                          keyless_token(), "--trust-config", str(sigstore_mock)],
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert run.returncode == 0, run.stderr
+    policy = SignerPolicy(identity=KEYLESS_SUB, issuer=KEYLESS_ISSUER)
+    res = verify_report_file(out / "report.json", policy=policy,
+                             trusted_root=load_trusted_root(sigstore_mock))
+    assert res.kind == "keyless" and res.signer == KEYLESS_SUB
+    cli = subprocess.run([*CLI, "verify-report", str(out / "report.html"),
+                          "--certificate-identity", KEYLESS_SUB, "--certificate-oidc-issuer",
+                          KEYLESS_ISSUER, "--trusted-root", str(sigstore_mock)],
+                         capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    wrong = subprocess.run([*CLI, "verify-report", str(out / "report.html"),
+                            "--certificate-identity", "someone@else.example",
+                            "--certificate-oidc-issuer", KEYLESS_ISSUER, "--trusted-root",
+                            str(sigstore_mock)], capture_output=True, text=True)
+    assert wrong.returncode == 1 and "FAILED" in wrong.stdout
