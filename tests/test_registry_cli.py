@@ -140,3 +140,23 @@ def test_tls_verify_false_spelling(tls_registry, tmp_path, kit_home, monkeypatch
     assert result.exit_code == 2 and "certificate" in result.output
     _run(["push", "--tls-verify=false", ref])
     _run(["push", "--tls-cert", str(tls_registry.ca_path), ref])
+
+
+def test_base_model_resolved_from_registry(seed_env, registry, tmp_path, monkeypatch):
+    """A Kitfile whose model.path is a ModelKit reference that only the registry has:
+    pack resolves the parent Kitfile remotely (fetch_kitfile)."""
+    _run(["pack", "-t", "corp-registry/base-model:v1"])
+    _run(["push", "--http", "corp-registry/base-model:v1"])
+    base_digest = json.loads(_run(["inspect", "corp-registry/base-model:v1"]))["digest"]
+    child = tmp_path / "child"
+    (child / "src").mkdir(parents=True)
+    (child / "src" / "finetune.py").write_text("print('fine-tune')\n")
+    (child / "Kitfile").write_text(
+        'manifestVersion: "1.0.0"\n'
+        "package:\n  name: child-model\n"
+        "model:\n  name: child\n  path: corp-registry/base-model:v1\n"
+        "code:\n  - path: src\n")
+    _use_home(monkeypatch, tmp_path / "child-home")  # the base is not in this store
+    monkeypatch.chdir(child)
+    data = json.loads(_run(["pack", "-t", "corp-registry/child:v1", "--output", "json"]))
+    assert [a["digest"] for a in data["ancestors"]] == [base_digest]
