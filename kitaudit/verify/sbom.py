@@ -28,11 +28,13 @@ def _norm(text: Any) -> str:
     return " ".join(str(text or "").split()).lower()
 
 
-def _layer_index(bom: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], set[str]]:
-    """(kitaudit layer facts by digest, every sha256 hash of any component)."""
-    from kitaudit.mlbom import _components_of, facts
+def _layer_index(bom: dict[str, Any], f: dict[str, Any]
+                 ) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """(kitaudit layer facts by digest, every sha256 hash of any component); ``f`` is
+    :func:`kitaudit.mlbom.facts` of ``bom``."""
+    from kitaudit.mlbom import _components_of
 
-    layers = {str(x["digest"]): x for x in facts(bom)["layers"] if x.get("digest")}
+    layers = {str(x["digest"]): x for x in f["layers"] if x.get("digest")}
     hashes: set[str] = set()
     comps = _components_of(bom)
     pkg = (bom.get("metadata") or {}).get("component")
@@ -56,7 +58,7 @@ def compare(bom: dict[str, Any], digest: str, manifest: dict[str, Any],
     if pkg_digest and pkg_digest != digest:
         out.append(f"the ML-BOM describes manifest {pkg_digest}, not {digest}")
 
-    bom_layers, hashes = _layer_index(bom)
+    bom_layers, hashes = _layer_index(bom, f)
     mapped = {e.descriptor.get("digest"): e for e in map_layers(manifest, kitfile)}
     manifest_digests: set[str] = set()
     for desc in manifest.get("layers") or []:
