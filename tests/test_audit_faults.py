@@ -208,3 +208,26 @@ def test_same_modelkit_in_two_repositories(seeded: Any, tmp_path: Path) -> None:
     conn.close()
     again = crawl(reg.host, db, net={"plain_http": True})
     assert again.unchanged == 4 and again.modelkits == 4 and again.referrers == 0
+
+
+def test_authenticated_registry(make_registry: Any, tmp_path: Path, kit_home: Path) -> None:
+    """htpasswd auth: with the stored login the crawl reads everything; without it the
+    catalog is refused and the crawl fails with one clear error, recorded as a row."""
+    from kitaudit.errors import KitauditError
+    from kitaudit.registry.credentials import login, logout
+
+    reg = make_registry(auth="htpasswd")
+    login(reg.host, reg.username, reg.password, plain_http=True)
+    store = Store(tmp_path / "store")
+    ref = f"{reg.host}/secure/model:v1"
+    build_modelkit(store, ref, seed="secure")
+    push(ref, store=store, progress="none", plain_http=True)
+    stats = crawl(reg.host, tmp_path / "ok.db", net={"plain_http": True})
+    assert stats.modelkits == 1 and stats.errors == 0
+    logout(reg.host)
+    db = tmp_path / "denied.db"
+    with pytest.raises(KitauditError, match="cannot list the repositories"):
+        crawl(reg.host, db, net={"plain_http": True})
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT status FROM crawls").fetchone() == ("failed",)
+    assert conn.execute("SELECT stage, status FROM errors").fetchone() == ("catalog", 401)
