@@ -124,8 +124,8 @@ def build_report(db_path: str | Path, *, since: str | Path | None = None,
                  expiring_days: int = EXPIRING_DAYS) -> dict[str, Any]:
     """Read the audit database at ``db_path`` and return the report data.
 
-    ``since``: ``None`` (no comparison), ``"last"`` (the previous complete crawl of each
-    target), ``"crawl:ID"`` or the path of a previous report's ``report.json``.
+    ``since``: ``None`` or ``"none"`` (no comparison), ``"last"`` (the previous complete
+    crawl of each target), ``"crawl:ID"`` or the path of a previous ``report.json``.
     ``policies``: policy files; when given, only these policies are reported and their
     rules (with controls) are listed even when no ModelKit was evaluated against them.
     ``waivers``: a waivers file; all its waivers are listed with their expiry, used or not.
@@ -138,8 +138,13 @@ def build_report(db_path: str | Path, *, since: str | Path | None = None,
     now = now or datetime.now(UTC)
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
+    if since is not None and str(since) == "none":
+        since = None
     conn = connect_readonly(db_path)
     try:
+        # one read transaction: a crawl writing meanwhile (WAL) does not change what
+        # this report sees half-way through
+        conn.execute("BEGIN")
         b = _Builder(conn, now=now, repositories=repositories, target=target,
                      expiring_days=expiring_days)
         b.load_scope()
