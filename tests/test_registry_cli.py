@@ -160,3 +160,26 @@ def test_base_model_resolved_from_registry(seed_env, registry, tmp_path, monkeyp
     monkeypatch.chdir(child)
     data = json.loads(_run(["pack", "-t", "corp-registry/child:v1", "--output", "json"]))
     assert [a["digest"] for a in data["ancestors"]] == [base_digest]
+
+
+def test_remote_inspect_info_list_tag_remove(seed_env, registry, tmp_path, monkeypatch):
+    """`inspect -r`, `info -r`, `list REPO -r`, remote `tag`, `remove -r` (wired in the
+    local commands) on top of kitaudit.registry."""
+    _run(["pack", "-t", "corp-registry/app-model:challenger"])
+    _run(["push", "--http", "corp-registry/app-model:challenger"])
+    _use_home(monkeypatch, tmp_path / "empty")  # nothing local: everything is remote
+    inspected = json.loads(_run(["inspect", "-r", "corp-registry/app-model:challenger"]))
+    assert inspected["kitfile"]["package"]["name"] == "churn-model"
+    info = json.loads(_run(["info", "-r", "--output", "json",
+                            "corp-registry/app-model:challenger"]))
+    assert info["model"]["path"] == "model/churn-model.json"
+    # localhost counts as local for `tag`: -r asks for the registry
+    out = _run(["tag", "-r", "champion", "corp-registry/app-model:challenger"])
+    assert "on the registry" in out
+    _run(["tag", "-r", "1.0", "corp-registry/app-model:champion"])
+    rows = json.loads(_run(["list", "-r", "--output", "json", "corp-registry/app-model"]))
+    assert {r["tag"] for r in rows} == {"challenger", "champion", "1.0"}
+    assert len({r["digest"] for r in rows}) == 1
+    _run(["remove", "-r", "corp-registry/app-model:1.0"])
+    rows = json.loads(_run(["list", "-r", "--output", "json", "corp-registry/app-model"]))
+    assert rows == []  # the manifest is gone with every tag pointing at it
