@@ -88,7 +88,8 @@ def store(work) -> Store:
 
 
 def make_kit(work: Path, store: Store, ref: str, *, name: str = "demo",
-             dataset_license: bool = True, sbom: bool = True, seed: str = "") -> str:
+             dataset_license: bool = True, sbom: bool = True, seed: str = "",
+             modelpack: bool = False) -> str:
     ctx = work / f"ctx-{name}-{seed}-{abs(hash(ref))}"
     (ctx / "data").mkdir(parents=True, exist_ok=True)
     lic = "    license: CC-BY-4.0\n" if dataset_license else ""
@@ -96,7 +97,7 @@ def make_kit(work: Path, store: Store, ref: str, *, name: str = "demo",
     (ctx / "model.bin").write_bytes(f"weights {name} {seed}".encode() * 50)
     (ctx / "data" / "train.csv").write_text(f"a,b\n1,{seed}\n")
     (ctx / "README.md").write_text(CARD)
-    return pack(ctx, tags=[ref], store=store, sbom=sbom).digest
+    return pack(ctx, tags=[ref], store=store, sbom=sbom, use_model_pack=modelpack).digest
 
 
 def opts(*pubs: Path, **kw) -> VerifyOptions:
@@ -131,6 +132,18 @@ def test_local_pass(signed_local, store, alice):
     assert out["schemaVersion"] == 1 and out["decision"] == "pass"
     assert out["inputDocument"]["now"] == "2026-11-27T12:00:00Z"
     json.dumps(out)  # serialisable
+
+
+def test_local_modelpack_format(work, store, alice):
+    ref = "localhost/verify/modelpack:v1"
+    make_kit(work, store, ref, seed="mp", modelpack=True)
+    sign_local(store, ref, alice.signer)
+    res = verify(ref, opts(alice.pub, policies=[BASELINE]), store=store)
+    assert res.decision == "pass", res.problems
+    assert res.input_document["manifest"]["artifactType"] == \
+        "application/vnd.cncf.model.manifest.v1+json"
+    assert [x["kind"] for x in res.input_document["manifest"]["layers"]] == \
+        ["model", "dataset", "docs"]
 
 
 def test_local_wrong_key_denied(signed_local, store, mallory):
