@@ -538,3 +538,18 @@ def test_modelpack_and_unverified_crawl(tmp_path: Path, monkeypatch: pytest.Monk
     assert sigs == [(0, 0), (0, 1)]
     assert conn.execute("SELECT count(*) FROM policy_results").fetchone() == (0,)
     assert [r["reason"] for r in queries.unsigned(db).rows] == ["signature not verified"]
+
+
+@pytest.mark.skipif(not Path("/usr/bin/skopeo").exists(), reason="skopeo is not installed")
+def test_oci_layout_written_by_skopeo(world: World, tmp_path: Path) -> None:
+    """A layout from another tool: ``ref.name`` is a bare tag, so the ModelKit belongs to
+    ``localhost/<directory>``."""
+    layout = tmp_path / "mirror"
+    subprocess.run(["skopeo", "copy", "--src-tls-verify=false", "--preserve-digests",
+                    f"docker://{world.ref('base')}:v1", f"oci:{layout}:v1"],
+                   check=True, capture_output=True, timeout=120)
+    db = tmp_path / "skopeo.db"
+    stats = crawl(f"oci:{layout}", db)
+    assert stats.modelkits == 1 and stats.errors == 0
+    assert queries.sql(db, "SELECT repository, tag, digest FROM tags").rows == [
+        {"repository": "localhost/mirror", "tag": "v1", "digest": world.digests["base:v1"]}]
