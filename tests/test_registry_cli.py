@@ -49,6 +49,10 @@ def test_runbook_seed_flow(seed_env, registry, tmp_path, monkeypatch):
     out = _run(["push", "--http", "corp-registry/app-model:challenger"])
     assert "Pushed localhost/corp-registry/app-model:challenger" in out
     _run(["push", "--plain-http", "corp-registry/churn-model:beta"])
+    # the runbook's tag lines, verbatim (local tags), then pushed
+    _run(["tag", "champion", "corp-registry/app-model:challenger"])
+    _run(["tag", "1.0", "corp-registry/app-model:champion"])
+    _run(["push", "--http", "corp-registry/app-model:1.0"])
     pushed, manifest, _ = remote_manifest(
         f"{registry.host}/corp-registry/app-model:challenger", plain_http=True)
     layers = {(d.get("annotations") or {}).get("org.cncf.model.filepath"): d
@@ -95,6 +99,7 @@ def test_runbook_seed_flow(seed_env, registry, tmp_path, monkeypatch):
     remote_tag("corp-registry/app-model:champion", "corp-registry/app-model:1.0")
     tags = dict(remote_list_tags("corp-registry/app-model"))
     assert {t.rsplit(":", 1)[1] for t in tags} == {"challenger", "champion", "1.0"}
+    # 1.0 was pushed from the local tag and re-set remotely: same manifest either way
     assert {d["digest"] for d in tags.values()} == {pushed["digest"]}
 
     # the full pull has everything, and the SBOM referrer came along
