@@ -332,3 +332,20 @@ def test_empty_layer_round_trip(registry, tmp_path, kit_home):
     push(ref, store=src, progress="none", **registry.net)
     pull(ref, store=dst, progress="none", **registry.net)
     assert dst.blob_path(kit.layers["docs"]).read_bytes() == b""
+
+
+def test_tags_and_catalog_follow_link_pagination(registry, fault_proxy, tmp_path, kit_home):
+    src, _ = _stores(tmp_path)
+    ref = f"{registry.host}/paged/kit:t0"
+    build_modelkit(src, ref, seed="paged")
+    push(ref, f"{registry.host}/paged/kit:t0,t1,t2,t3,t4", store=src, progress="none",
+         **registry.net)
+    proxy = fault_proxy(registry)
+    client = RegistryClient(proxy.host, net=NetOptions(plain_http=True))
+    # (distribution 2.8 pages tags in storage order, not sorted)
+    assert sorted(client.list_tags("paged/kit", page_size=2)) == ["t0", "t1", "t2", "t3", "t4"]
+    pages = [e for e in proxy.exchanges if "/tags/list" in e.path]
+    assert len(pages) == 3
+    repos = client.catalog(page_size=1)
+    assert "paged/kit" in repos and len(repos) == len(set(repos))
+    client.close()

@@ -744,13 +744,15 @@ class RegistryClient:
             params = None
         return out
 
-    def list_tags(self, repo: str) -> list[str]:
+    def list_tags(self, repo: str, page_size: int = 1000) -> list[str]:
         """All tags of ``repo`` (following ``Link`` pagination)."""
-        return self._paginate(f"/v2/{repo}/tags/list", self.pull_scope(repo), "tags")
+        return self._paginate(f"/v2/{repo}/tags/list", self.pull_scope(repo), "tags",
+                              page_size)
 
-    def catalog(self) -> list[str]:
+    def catalog(self, page_size: int = 1000) -> list[str]:
         """All repositories (``/v2/_catalog``, paginated); many registries refuse it."""
-        return self._paginate("/v2/_catalog", "registry:catalog:*", "repositories")
+        return self._paginate("/v2/_catalog", "registry:catalog:*", "repositories",
+                              page_size)
 
     # ------------------------------------------------------------------ referrers API
     def referrers_api(self, repo: str, digest: str,
