@@ -137,7 +137,8 @@ def fx(tmp_path_factory: pytest.TempPathFactory) -> Fixture:
         "package: {name: vision, version: 1.0.0, license: MIT}\n"
         "model: {name: vision, path: model.bin, license: MIT}\n"
         "datasets:\n  - {name: images, path: images.csv}\n",
-        {"model.bin": b"\x02" * 64, "images.csv": b"path\n1.png\n"})
+        {"model.bin": b"\x02" * 64, "images.csv": b"path\n1.png\n",
+         "README.md": b"---\nbase_model: google/vit-base-patch16-224\n---\n# vision\n"})
     kit("legacy", "v0", "manifestVersion: 1.0.0\n"
         "package: {name: legacy, version: 0.0.1}\n"
         "model: {name: legacy, path: old.bin, license: MIT}\n"
@@ -270,6 +271,13 @@ def test_lineage_graph_data_and_svg(fx: Fixture) -> None:
     tree = ET.fromstring(svg)
     texts = [t.text for t in tree.iter("{http://www.w3.org/2000/svg}text")]
     assert "base-llm" in texts and "assistant" in texts
+    # the vision model's Hugging Face base model (model card front matter → ML-BOM
+    # pedigree) is outside the registry: an external node
+    external = [n for n in lin["nodes"] if n["kind"] == "external"]
+    assert [n["reference"] for n in external] == [
+        "pkg:huggingface/google/vit-base-patch16-224"]
+    assert (external[0]["id"], d["vision:v1"]) in edges
+    assert "vit-base-patch16-224" in svg
     shared = {s["name"]: s for s in lin["shared_datasets"]}["corpus"]
     assert set(shared["modelkits"]) == {d["base-llm:v1"], d["chat-ft:champion"],
                                         d["chat-ft:challenger"]}

@@ -223,16 +223,26 @@ def lineage_svg(lineage: dict[str, Any], *, max_nodes: int = MAX_NODES) -> str:
     info = {n["id"]: n for n in lineage.get("nodes", [])}
     node_w, node_h, col_gap, row_gap, pad = 210, 46, 70, 14, 12
     cols = layout["columns"]
-    rows_max = max(len(v) for v in cols.values())
     width = pad * 2 + len(cols) * node_w + (len(cols) - 1) * col_gap
     legend_h = 26
-    height = pad * 2 + legend_h + rows_max * node_h + (rows_max - 1) * row_gap
-    xy: dict[str, tuple[float, float]] = {}
+    top = pad + legend_h
+    step = node_h + row_gap
+    parents: dict[str, list[str]] = {}
+    for a, b in layout["edges"]:
+        parents.setdefault(b, []).append(a)
+    # first column stacked from the top; every later node as level with its parents as
+    # the nodes above it in its column allow (edges stay straight where they can)
+    ys: dict[str, float] = {}
     for c, names in cols.items():
-        col_h = len(names) * node_h + (len(names) - 1) * row_gap
-        y0 = pad + legend_h + (height - pad * 2 - legend_h - col_h) / 2
-        for i, n in enumerate(names):
-            xy[n] = (pad + c * (node_w + col_gap), y0 + i * (node_h + row_gap))
+        floor = float(top)
+        for n in names:
+            ps = [ys[p] for p in parents.get(n, []) if p in ys]
+            want = sum(ps) / len(ps) if ps and c > 0 else floor
+            ys[n] = max(want, floor)
+            floor = ys[n] + step
+    height = max(ys.values()) + node_h + pad
+    xy: dict[str, tuple[float, float]] = {
+        n: (pad + c * (node_w + col_gap), ys[n]) for c, names in cols.items() for n in names}
     body = [
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
         f'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
