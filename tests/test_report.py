@@ -616,3 +616,47 @@ def test_keyless_signed_report(fx: Fixture, tmp_path: Path,
                             "--certificate-oidc-issuer", KEYLESS_ISSUER, "--trusted-root",
                             str(sigstore_mock)], capture_output=True, text=True)
     assert wrong.returncode == 1 and "FAILED" in wrong.stdout
+
+
+def test_crawl_errors_are_reported(tmp_path: Path) -> None:
+    """A manifest blob corrupted on disk: the crawler records the error, the report lists
+    it and says ModelKits may be missing."""
+    from kitaudit.audit.crawl import crawl
+    from kitaudit.pack import pack
+    from kitaudit.store import Store
+
+    store = Store(tmp_path / "store")
+    for name in ("good", "broken"):
+        proj = tmp_path / name
+        proj.mkdir()
+        (proj / "w.bin").write_bytes(name.encode() * 8)
+        (proj / "Kitfile").write_text(f"manifestVersion: 1.0.0\npackage: {{name: {name}}}\n"
+                                      f"model: {{name: {name}, path: w.bin}}\n")
+        res = pack(proj, tags=[f"localhost/t/{name}:v1"], store=store)
+    store.blob_path(res.digest).write_bytes(b"{\"not\": \"the manifest\"}")
+    crawl(f"oci:{tmp_path / 'store'}", tmp_path / "audit.db", concurrency=1)
+    r = build_report(tmp_path / "audit.db")
+    validate_report(r)
+    assert r["summary"]["crawl_errors"] >= 1
+    assert any(e["reference"] and "broken" in e["reference"] for e in r["errors"])
+    assert [k["name"] for k in r["inventory"]] == ["good"]
+    assert r["trust"]["crawls"][0]["verified"] is False    # crawled without trust options
+    write_report(r, tmp_path / "out", formats=["html", "md"])
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Crawl errors" in html and "may be missing" in html
+    assert "Crawl errors" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_coverage_without_signed_snapshots_is_marked_approximate(fx: Fixture,
+                                                                  tmp_path: Path) -> None:
+    """An audit database from before tag_history recorded the signed state."""
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    shutil.copy(fx.db, db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE tag_history DROP COLUMN signed")
+    series = build_report(db)["charts"]["signing_coverage"]
+    assert [p["exact"] for p in series] == [False, True]
+    assert series[0]["signed"] == 4          # today's signatures over the first crawl's kits
+    assert any("approximate" in n for n in build_report(db)["not_recorded"])
