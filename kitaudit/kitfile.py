@@ -614,7 +614,7 @@ def loads(text: str, source: str = "Kitfile") -> Kitfile:
                            f"{type(exc).__name__}: {exc}",
                            fix="check that the file is a valid YAML Kitfile")
         err.source = source
-        raise err
+        raise err from exc
 
 
 def load(path: str | os.PathLike[str]) -> Kitfile:
@@ -1123,6 +1123,8 @@ def _json_int(text: str) -> int | float:
     """Integers as kit reads them: Go decodes JSON numbers into float64, so integers
     beyond 2**53 lose precision there; smaller ones stay ints here (exact either way)."""
     value = int(text)
+    if value == 0 and text.startswith("-"):
+        return -0.0  # Go keeps -0 as float64 -0 and writes it back as "-0"
     return value if -(2**53) <= value <= 2**53 else float(value)
 
 

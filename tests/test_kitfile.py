@@ -656,3 +656,22 @@ def test_serialising_non_json_parameters_is_a_kitfile_error(value: object) -> No
     if not isinstance(value, float) and value != [float("inf")]:
         with pytest.raises(KitfileError):
             k.to_yaml()
+
+
+def test_last_resort_handler_wraps_unexpected_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The safety net of loads(): forces a bug (monkeypatched decoder, since no real input
+    is known to reach it) and checks it still surfaces as a chained KitfileError."""
+
+    def broken(self: object, text: str) -> Kitfile:
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(kf._Decoder, "decode", broken)
+    with pytest.raises(KitfileError) as info:
+        kf.loads("manifestVersion: 1.0.0\n")
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+    assert kf.INTERNAL_ERROR_MARKER in str(info.value)
+
+
+def test_json_negative_zero_survives_like_go() -> None:
+    text = '{"manifestVersion":"1.0.0","package":{},"model":{"path":"m","parameters":[-0,0]}}'
+    assert kf.from_json(text).to_json() == text

@@ -1,7 +1,8 @@
 """Property tests for kitaudit.kitfile.
 
 * Any text, and any YAML-ish structure, gives a Kitfile or a KitfileError, never another
-  exception and never the "unexpected error" fallback (which would mean a bug of ours).
+  exception and never the last-resort fallback of loads() (which would mean a bug of ours;
+  it chains the unexpected exception as ``__cause__``).
 * Any Kitfile survives to_yaml -> loads and to_json -> from_json unchanged, which checks
   the YAML emitter's quoting/escaping against a real YAML parser (libyaml).
 """
@@ -39,7 +40,8 @@ def load_or_error(text: str) -> Kitfile | None:
     try:
         k = kf.loads(text)
     except KitfileError as err:
-        assert INTERNAL_ERROR_MARKER not in str(err), str(err)
+        # The last-resort handler in loads() chains the unexpected exception.
+        assert err.__cause__ is None, f"{INTERNAL_ERROR_MARKER}: {err.__cause__!r}"
         assert err.problems
         return None
     # Whatever loads must also validate (or fail cleanly) and serialise.
