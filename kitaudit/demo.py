@@ -125,7 +125,34 @@ def run_demo(home: str | Path, *, registry: str | None = None, plain_http: bool 
     else:
         local.tag(store, challenger, champion)
         step("tag", f"{champion} → {packed.digest}")
+
+    # 7. the auditor: crawl the store (or the registry) into SQLite
+    from kitaudit.audit.crawl import crawl
+
+    db = home / "audit.db"
+    target = registry if registry else f"oci:{store.root}"
+    stats = crawl(target, db, options=options, net=net or None)
+    step("crawl", f"{target} → {db} ({_counts(stats)})", database=str(db))
+
+    # 8. the compliance report for governance
+    from kitaudit.report.data import build_report
+    from kitaudit.report.render import write_report
+
+    out_dir = Path(report_dir) if report_dir else REPO_ROOT / "reports" / "demo"
+    report = build_report(db, since="last", policies=[str(baseline)],
+                          title="kitaudit demo compliance report")
+    written = write_report(report, out_dir)
+    result.report_dir = str(out_dir)
+    step("report", f"wrote {', '.join(p.name for p in written)} into {out_dir}",
+         files=[str(p) for p in written])
     return result
+
+
+def _counts(stats: Any) -> str:
+    data = stats.to_dict() if hasattr(stats, "to_dict") else dict(vars(stats))
+    keys = [k for k in ("repositories", "tags", "manifests", "modelkits", "errors")
+            if k in data]
+    return ", ".join(f"{k} {data[k]}" for k in keys) or str(data)
 
 
 class DemoError(KitauditError):
