@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from kitaudit._cli._output import emit, output_option
+from kitaudit._cli.sign import sign_after, signer_options
 
 _NET_PARAMS = ("plain_http", "tls_verify", "tls_cert", "cert", "key", "concurrency", "proxy")
 
@@ -116,14 +117,31 @@ def _full(ref: str) -> str:
 @click.option("--no-referrers", is_flag=True,
               help="Do not push the ModelKit's signatures and SBOMs (referrers).")
 @network_options
+@signer_options(key_flag="--signing-key")
 @_progress_option
 @output_option(default="text", choices=("text", "json"))
 def push(src: str, dest: str | None, no_referrers: bool, progress: str | None, output: str,
-         **params: Any) -> None:
-    """Push SRC from the local store to its registry (or to DEST)."""
+         sign: bool, sign_key: str | None, identity_token: str | None, staging: bool,
+         trust_config: str | None, **params: Any) -> None:
+    """Push SRC from the local store to its registry (or to DEST).
+
+    With --sign the ModelKit and its ML-BOM are signed first (--signing-key FILE, or
+    keyless), so the signatures travel with it. (--key is kit's TLS client key here.)"""
     from kitaudit.registry.transfer import push as do_push
 
     net = net_kwargs(params)
+    if (sign_key or identity_token or staging or trust_config) and not sign:
+        raise click.UsageError("signing options need --sign")
+    if sign:
+        from kitaudit.store import default_store
+
+        if no_referrers:
+            raise click.UsageError("--sign with --no-referrers would leave the signatures "
+                                   "behind")
+        signed = sign_after(default_store(), _full(src), sign_key, identity_token, staging,
+                            trust_config)
+        if output != "json":
+            click.echo(f"Signed {signed.subject} as {signed.signer}", err=True)
     result = do_push(src, dest, progress=progress or "auto", referrers=not no_referrers,
                      **net)
 
