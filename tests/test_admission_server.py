@@ -205,6 +205,8 @@ def test_allow_then_cache_hit_does_not_reverify(serve):
         assert "warnings" not in body["response"]
     assert v.calls == {"r.example/m/a:1": 1}
     assert controller.metrics.snapshot()["cache_hits"] == 1
+    assert body["response"]["auditAnnotations"] == {"verified": f"r.example/m/a:1@{D1}",
+                                                    "mode": "enforce"}
     # a pinned reference is answered from the cache without a thread hop, too
     pinned = f"r.example/m/p@{D2}"
     v.verdicts[pinned] = PASS
@@ -300,6 +302,8 @@ def test_denial_names_rules_and_location(serve):
     r = body["response"]
     assert r["allowed"] is False and r["status"]["code"] == 403
     msg = r["status"]["message"]
+    assert r["auditAnnotations"] == {"denied": f"r.example/m/a:1@{D1}",
+                                     "verified": f"r.example/m/b:1@{D1}", "mode": "enforce"}
     assert msg.startswith("kitaudit denied Pod ml/model-server:")
     assert "r.example/m/a:1 (spec.initContainers[0].env[0].value)" in msg
     assert "baseline/modelkit-signed: no verified signature" in msg

@@ -19,6 +19,7 @@ KIND = "AdmissionReview"
 MAX_MESSAGE = 4000          # the status message (kubectl prints it whole)
 MAX_WARNING = 256           # the API server may truncate longer warnings
 MAX_WARNINGS = 20
+MAX_AUDIT_VALUE = 2000
 
 
 class MalformedReview(ValueError):
@@ -93,6 +94,7 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     code: int = 403
     reason: str = "Forbidden"
+    audit: dict[str, str] = field(default_factory=dict)
 
 
 def shorten(text: str, limit: int) -> str:
@@ -110,6 +112,10 @@ def build_response(uid: str, outcome: Outcome) -> dict[str, Any]:
     elif outcome.message:
         response["status"] = {"status": "Success", "code": 200,
                               "message": shorten(outcome.message, MAX_MESSAGE)}
+    if outcome.audit:
+        # the API server records these in the audit log as "<webhook name>/<key>"
+        response["auditAnnotations"] = {k: shorten(v, MAX_AUDIT_VALUE)
+                                        for k, v in outcome.audit.items()}
     if outcome.warnings:
         warnings = [shorten(w, MAX_WARNING) for w in outcome.warnings]
         if len(warnings) > MAX_WARNINGS:

@@ -303,9 +303,15 @@ class AdmissionController:
         undecided: list[str] = []
         warnings: list[str] = []
         would_deny: list[str] = list(found.problems)  # warn mode: one warning per failure
+        audit: dict[str, list[str]] = {}
         for c in checks:
-            where = f"{c.reference} ({', '.join(c.paths)})" if c.paths else c.reference
             v = c.verdict
+            label = {None: "undecided", "pass": "verified", "deny": "denied",
+                     "error": "undecided"}[v.decision if v is not None else None]
+            pinned = c.reference if "@" in c.reference or v is None or not v.digest \
+                else f"{c.reference}@{v.digest}"
+            audit.setdefault(label, []).append(pinned)
+            where = f"{c.reference} ({', '.join(c.paths)})" if c.paths else c.reference
             if v is None:
                 undecided.append(f"{where}: verification did not finish within "
                                  f"{self.config.timeout:g}s")
@@ -321,6 +327,15 @@ class AdmissionController:
             warnings.extend(f"{c.reference}: {w}" for w in v.warnings)
 
         subject = f"{req.kind} {req.namespace + '/' if req.namespace else ''}{req.name}".strip()
+        outcome = self._decision(subject, denials, undecided, warnings, would_deny)
+        outcome.audit = {k: ",".join(v) for k, v in audit.items()}
+        if found.problems:
+            outcome.audit["unverifiable"] = "; ".join(found.problems)
+        outcome.audit["mode"] = self.config.mode
+        return outcome
+
+    def _decision(self, subject: str, denials: list[str], undecided: list[str],
+                  warnings: list[str], would_deny: list[str]) -> Outcome:
         if self.config.mode == "warn":
             verb = "would deny" if self.config.failure_policy == "deny" else "allowed"
             warnings = ([f"would deny: {d}" for d in would_deny] +
