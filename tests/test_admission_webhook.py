@@ -182,6 +182,7 @@ def test_pod_create_allowed_and_cached(world, webhook):
     r = _resp(client, review(pod(world.good)))
     assert r["allowed"] is True, r
     assert "warnings" not in r
+    assert r["auditAnnotations"]["verified"] == f"{world.good}@{world.good_digest}"
     # the same reference again (another Pod, an InferenceService): no second verification
     assert _resp(client, review(pod(world.good, name="second")))["allowed"] is True
     assert _resp(client, isvc_review(inference_service("kit://" + world.good)))["allowed"]
