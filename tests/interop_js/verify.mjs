@@ -130,6 +130,7 @@ function verifyOne(job) {
       verdict.keyHint = createHash('sha256').update(spki).digest('base64');
       keyFinder = (hint) => {
         verdict.bundleHint = hint;
+        verdict.hintMatchesKey = hint === verdict.keyHint;
         return { publicKey: keyObject, validFor: () => true };
       };
     }
@@ -146,7 +147,6 @@ function verifyOne(job) {
       subjectAlternativeName: signer.identity?.subjectAlternativeName ?? null,
       issuer: signer.identity?.extensions?.issuer ?? null,
     };
-    if (job.key) verdict.hintMatchesKey = verdict.bundleHint === verdict.keyHint;
 
     const want = expectedDigest(job);
     const stmt = statementOf(bundle);
