@@ -112,6 +112,17 @@ def _tamper_payload(bundle: bytes) -> bytes:
     return json.dumps(doc).encode()
 
 
+def _bundle_files(root: Path, bundles: dict[str, bytes]) -> dict[str, Path]:
+    """The two bundles and a tampered copy of the signature bundle, as files."""
+    contents = {"sign": bundles[SIGN_PREDICATE], "bom": bundles[BOM_PREDICATE],
+                "tampered": _tamper_payload(bundles[SIGN_PREDICATE])}
+    files = {}
+    for name, data in contents.items():
+        files[name] = root / f"{name}.sigstore.json"
+        files[name].write_bytes(data)
+    return files
+
+
 @pytest.fixture(scope="module")
 def key_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("interop-key")
@@ -123,12 +134,7 @@ def key_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (root / "cosign.pub").write_bytes(pub)
     _, other_pub = keys.generate_key_pair("other")
     (root / "other.pub").write_bytes(other_pub)
-    files = {}
-    for name, ptype in (("sign", SIGN_PREDICATE), ("bom", BOM_PREDICATE)):
-        files[name] = root / f"{name}.sigstore.json"
-        files[name].write_bytes(bundles[ptype])
-    files["tampered"] = root / "tampered.sigstore.json"
-    files["tampered"].write_bytes(_tamper_payload(bundles[SIGN_PREDICATE]))
+    files = _bundle_files(root, bundles)
     return {"root": root, "digest": digest, "bundles": bundles, "files": files,
             "pub": root / "cosign.pub", "other_pub": root / "other.pub",
             "hint": keys.public_key_hint(keys.load_public_key(pub))}
@@ -205,12 +211,7 @@ def keyless_world(tmp_path_factory, sigstore_mock):  # noqa: F811 - fixture
             digest, bundles = _signed_kit(root, signer)
         finally:
             signer.close()
-    files = {}
-    for name, ptype in (("sign", SIGN_PREDICATE), ("bom", BOM_PREDICATE)):
-        files[name] = root / f"{name}.sigstore.json"
-        files[name].write_bytes(bundles[ptype])
-    files["tampered"] = root / "tampered.sigstore.json"
-    files["tampered"].write_bytes(_tamper_payload(bundles[SIGN_PREDICATE]))
+    files = _bundle_files(root, bundles)
     return {"digest": digest, "files": files, "trust": sigstore_mock}
 
 
