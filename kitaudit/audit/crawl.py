@@ -173,8 +173,10 @@ def _db_lock(db_path: Path) -> Iterator[None]:
 
 # ---------------------------------------------------------------------- workers
 def _fetch_referrer(source: Source, repo: str, desc: dict[str, Any], *, legacy: bool,
-                    source_name: str, fm: FetchedManifest | None = None) -> tuple[
-                        dict[str, Any], dict[str, Any], dict[str, bytes]]:
+                    fm: FetchedManifest | None = None) -> tuple[dict[str, Any],
+                                                                 dict[str, bytes]]:
+    """A referrer's manifest and the blobs verification needs (the bundle or BOM layer;
+    every layer of a legacy tag manifest)."""
     fm = fm or source.manifest(repo, desc["digest"])
     doc = fm.data()
     layers = [d for d in doc.get("layers") or [] if isinstance(d, dict)]
@@ -185,7 +187,7 @@ def _fetch_referrer(source: Source, repo: str, desc: dict[str, Any], *, legacy: 
         digest = layer.get("digest")
         if isinstance(digest, str) and int(layer.get("size") or 0) <= BLOB_LIMIT:
             blobs[digest] = source.blob(repo, digest)
-    return doc, blobs, {"source": source_name}
+    return doc, blobs
 
 
 def _referrer_row(desc: dict[str, Any], doc: dict[str, Any], source_name: str,
@@ -343,8 +345,7 @@ def _read_manifest(source: Source, verifier: Verifier, repo: str, digest: str,
         doc_r: dict[str, Any] = {}
         if wanted:
             try:
-                doc_r, blobs, _ = _fetch_referrer(source, repo, desc, legacy=legacy,
-                                                  source_name=source_name, fm=fm_ref)
+                doc_r, blobs = _fetch_referrer(source, repo, desc, legacy=legacy, fm=fm_ref)
             except Exception as err:
                 rec.errors.append(("referrer", err))
                 continue
