@@ -170,8 +170,14 @@ def test_unchanged_recrawl_with_fallback_tags_sends_only_heads(seeded: Any, faul
     crawl(proxy.host, db, net={"plain_http": True})
     cold = len(proxy.exchanges)
     proxy.clear()
+    # a 429 on one HEAD: the fast path hands it to the client, which waits and retries
+    proxy.add("status", method="HEAD", path=r"/faults/two/manifests/v1", status=429,
+              times=1, headers={"Retry-After": "0"})
     stats = crawl(proxy.host, db, net={"plain_http": True})
-    assert stats.unchanged == 3
+    assert stats.unchanged == 3 and stats.errors == 0
+    heads = [e.status for e in proxy.exchanges if e.method == "HEAD"
+             and e.path == "/v2/faults/two/manifests/v1"]
+    assert heads == [429, 200]
     kinds = [(e.method, _kind(e.path)) for e in proxy.exchanges]
     # one probe of the referrers API per crawl; otherwise listings and HEADs only
     assert kinds.count(("GET", "referrers")) == 1
@@ -224,6 +230,8 @@ def test_authenticated_registry(make_registry: Any, tmp_path: Path, kit_home: Pa
     push(ref, store=store, progress="none", plain_http=True)
     stats = crawl(reg.host, tmp_path / "ok.db", net={"plain_http": True})
     assert stats.modelkits == 1 and stats.errors == 0
+    again = crawl(reg.host, tmp_path / "ok.db", net={"plain_http": True})  # HEADs, with auth
+    assert again.unchanged == 1 and again.errors == 0
     logout(reg.host)
     db = tmp_path / "denied.db"
     with pytest.raises(KitauditError, match="cannot list the repositories"):
