@@ -18,7 +18,7 @@ Public API (imported lazily so that ``import kitaudit.registry`` stays cheap)::
 
 from __future__ import annotations
 
-from typing import Any
+from kitaudit._lazy import lazy_exports
 
 _EXPORTS = {
     "RegistryClient": "kitaudit.registry.client",
@@ -44,12 +44,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kitaudit.registry' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -11,7 +11,7 @@ Heavy parts (Jinja2, signing) are imported lazily.
 
 from __future__ import annotations
 
-from typing import Any
+from kitaudit._lazy import lazy_exports
 
 _EXPORTS = {
     "build_report": "kitaudit.report.data",
@@ -30,12 +30,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kitaudit.report' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -12,7 +12,7 @@ keyless parts load sigstore-python only when used):
 
 from __future__ import annotations
 
-from typing import Any
+from kitaudit._lazy import lazy_exports
 
 _EXPORTS = {
     "generate_key_pair": "kitaudit.signing.keys",
@@ -34,12 +34,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kitaudit.signing' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
