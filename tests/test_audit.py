@@ -553,3 +553,31 @@ def test_oci_layout_written_by_skopeo(world: World, tmp_path: Path) -> None:
     assert stats.modelkits == 1 and stats.errors == 0
     assert queries.sql(db, "SELECT repository, tag, digest FROM tags").rows == [
         {"repository": "localhost/mirror", "tag": "v1", "digest": world.digests["base:v1"]}]
+
+
+def test_trust_options_change_and_reverify(world: World, tmp_path: Path) -> None:
+    """New trust options (or policies) make every ModelKit be verified again; --reverify
+    does it with the same options; the same options read nothing again."""
+    db = tmp_path / "t.db"
+    target = f"{world.host}/audit"
+    plain = crawl(target, db, net=world.reg.net)
+    assert plain.modelkits == 5
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM manifests WHERE decision IS NOT NULL"
+                        ).fetchone() == (0,)
+    conn.close()
+    verified = crawl(target, db, options=world.options, net=world.reg.net)
+    # only non-ModelKits (the image, unless an earlier test deleted it) are not read again
+    assert verified.unchanged == plain.other_artifacts and verified.modelkits == 5
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM manifests WHERE decision IS NOT NULL"
+                        ).fetchone() == (5,)
+    assert conn.execute("SELECT count(DISTINCT verify_fingerprint) FROM crawls"
+                        ).fetchone() == (2,)
+    conn.close()
+    same = crawl(target, db, options=world.options, net=world.reg.net)
+    assert same.unchanged == 5 + plain.other_artifacts
+    again = crawl(target, db, options=world.options, net=world.reg.net, reverify=True)
+    assert again.unchanged == 0 and again.modelkits == 5
+    with pytest.raises(NotFound):
+        queries.history(db, "audit/never-crawled")
