@@ -12,7 +12,7 @@ The input document is described in docs/policy.md (``normalize_input`` fills def
 
 from __future__ import annotations
 
-from kitaudit.policy.evaluate import evaluate
+from kitaudit.policy.evaluate import evaluate, evaluate_normalized
 from kitaudit.policy.inputdoc import (
                                      INPUT_SCHEMA_VERSION,
                                      empty_input,
@@ -32,7 +32,7 @@ from kitaudit.policy.waivers import load_waivers, loads_waivers
 
 __all__ = [
     "INPUT_SCHEMA_VERSION", "Control", "Policy", "PolicyFileError", "PolicyReport", "Rule",
-    "RuleResult", "Waiver", "apply_params", "empty_input", "evaluate", "load_policies",
-    "load_policy", "load_waivers", "loads_policy", "loads_waivers", "normalize_input",
-    "parse_param_args", "to_json_document",
+    "RuleResult", "Waiver", "apply_params", "empty_input", "evaluate", "evaluate_normalized",
+    "load_policies", "load_policy", "load_waivers", "loads_policy", "loads_waivers",
+    "normalize_input", "parse_param_args", "to_json_document",
 ]

@@ -75,9 +75,18 @@ def evaluate(policies: Policy | Sequence[Policy], input_doc: Mapping[str, Any], 
     ``now`` and the time against which waiver expiry is checked. The document is
     normalised and bound once per distinct set of params (normally once per subject).
     """
+    return evaluate_normalized(policies, normalize_input(input_doc, now=now),
+                               waivers=waivers)
+
+
+def evaluate_normalized(policies: Policy | Sequence[Policy], base: Mapping[str, Any], *,
+                        waivers: Sequence[Waiver] = ()) -> PolicyReport:
+    """:func:`evaluate` over a document already returned by
+    :func:`~kitaudit.policy.inputdoc.normalize_input` (for callers that keep the
+    normalised document, e.g. ``kitaudit verify``'s ``inputDocument``). Its ``now`` is
+    the evaluation time."""
     if isinstance(policies, Policy):
         policies = [policies]
-    base = normalize_input(input_doc, now=now)
     when: _dt.datetime = base["now"]
     ref = base["reference"]
     repository = "/".join(p for p in (ref["registry"], ref["repository"]) if p)

@@ -277,14 +277,16 @@ def decide(subject: Subject, comp: CompiledOptions, *, check_base: Any = None,
         lineage, lineage_problems = base_models(
             sbom, kitfile, check_base or _no_base_lookup)
         result.warnings.extend(lineage_problems)
-    doc = build_document(subject, kitfile, findings, sbom, lineage)
-    if comp.policies:
-        from kitaudit.policy.evaluate import evaluate
-        from kitaudit.policy.inputdoc import normalize_input
+    from kitaudit.policy.inputdoc import normalize_input
 
-        report = evaluate(comp.policies, doc, waivers=comp.waivers, now=opts.now)
+    doc = normalize_input(build_document(subject, kitfile, findings, sbom, lineage),
+                          now=opts.now)
+    result.input_document = doc
+    if comp.policies:
+        from kitaudit.policy.evaluate import evaluate_normalized
+
+        report = evaluate_normalized(comp.policies, doc, waivers=comp.waivers)
         result.policy = report
-        result.input_document = normalize_input(doc, now=report.evaluated_at)
         names = ", ".join(p["name"] for p in report.policies)
         counts = report.counts()
         result.checked.append(f"policies {names}: " + ", ".join(
@@ -298,10 +300,6 @@ def decide(subject: Subject, comp: CompiledOptions, *, check_base: Any = None,
         for r in report.results:
             if r.warns:
                 result.warnings.append(f"{r.policy}/{r.rule}: {r.reason}")
-    else:
-        from kitaudit.policy.inputdoc import normalize_input
-
-        result.input_document = normalize_input(doc, now=opts.now)
     result.problems.extend(denied)
     result.set_decision("deny" if denied else "pass")
     if not denied:
