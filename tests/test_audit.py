@@ -581,3 +581,18 @@ def test_trust_options_change_and_reverify(world: World, tmp_path: Path) -> None
     assert again.unchanged == 0 and again.modelkits == 5
     with pytest.raises(NotFound):
         queries.history(db, "audit/never-crawled")
+
+
+def test_base_models_are_verified_for_lineage_rules(world: World, tmp_path: Path) -> None:
+    """The strict policy's base-model rule sees the base looked up and verified (as
+    ``kitaudit verify`` does), not an unverified placeholder."""
+    strict = str(ROOT / "policies" / "strict.yaml")
+    opts = VerifyOptions(keys=[str(world.pub)], policies=[strict])
+    db = tmp_path / "strict.db"
+    crawl(f"{world.host}/audit", db, options=opts, net=world.reg.net)
+    status = {(r["digest"], r["rule"]): r["status"] for r in queries.sql(
+        db, "SELECT subject_digest AS digest, rule, status FROM policy_results").rows}
+    d = world.digests
+    assert status[(d["ft:v1"], "base-model-signed")] == "pass"
+    assert status[(d["ft2:v1"], "base-model-signed")] == "pass"
+    assert status[(d["solo:v1"], "base-model-signed")] == "pass"   # no base at all

@@ -10,6 +10,7 @@ verified: every signature found is recorded as unverified and no policy is evalu
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,12 +32,22 @@ class Outcome:
 
 
 class Verifier:
-    """Compiled trust options (keys, trusted root, policies, waivers), shared by threads."""
+    """Compiled trust options (keys, trusted root, policies, waivers), shared by threads.
 
-    def __init__(self, options: Any = None) -> None:
+    ``base_lookup``: how base models are found for the lineage rules, as
+    :func:`kitaudit.verify.discover` takes it (``{"remote": True, "net": {...}}`` for a
+    registry, ``{"store": Store, "remote": False}`` for the local store), or None (base
+    models stay unverified). Each base is looked up once per crawl.
+    """
+
+    def __init__(self, options: Any = None, *, base_lookup: dict[str, Any] | None = None
+                 ) -> None:
         self.options = options
         self.compiled: Any = None
         self.fingerprint = "none"
+        self.base_lookup = base_lookup
+        self._bases: dict[str, tuple[str, Any] | BaseException] = {}
+        self._bases_lock = threading.Lock()
         if options is None:
             return
         from kitaudit.verify.options import CompiledOptions, compile_options
@@ -65,10 +76,34 @@ class Verifier:
         try:
             result = kv.verify_fetched(reference=reference, digest=digest, manifest=manifest,
                                        config_bytes=config_bytes, referrers=referrers,
-                                       options=self.compiled, referrers_api=referrers_api)
+                                       options=self.compiled, referrers_api=referrers_api,
+                                       check_base=self.check_base if self.base_lookup
+                                       is not None else None)
         except KitauditError as err:
             return Outcome(error=str(err))
         return outcome_from_result(result)
+
+
+    def check_base(self, target: str) -> tuple[str, Any]:
+        """(digest, signature findings) of a base model, looked up once."""
+        with self._bases_lock:
+            hit = self._bases.get(target)
+        if hit is None:
+            from kitaudit.verify.discover import discover
+            from kitaudit.verify.signatures import check_referrers
+
+            try:
+                base = discover(target, compiled=self.compiled, **(self.base_lookup or {}))
+                hit = (base.digest, check_referrers(base.referrers, base.digest,
+                                                    self.compiled.signer_policy,
+                                                    self.compiled.trusted_root))
+            except Exception as err:
+                hit = err
+            with self._bases_lock:
+                self._bases[target] = hit
+        if isinstance(hit, BaseException):
+            raise hit
+        return hit
 
 
 def outcome_from_result(result: Any) -> Outcome:

@@ -769,9 +769,9 @@ def crawl(target: str | Source | None, db_path: str | os.PathLike[str], *,
     if concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
     db_path = Path(db_path)
-    verifier = Verifier(options)
     source = target if (target is not None and not isinstance(target, str)) else \
         open_source(target, net=net, concurrency=concurrency)
+    verifier = Verifier(options, base_lookup=_base_lookup(source, net))
     try:
         with _db_lock(db_path) if db_path.parent.exists() else contextlib.nullcontext():
             db = open_db(db_path)
@@ -784,6 +784,25 @@ def crawl(target: str | Source | None, db_path: str | os.PathLike[str], *,
     finally:
         if source is not target:
             source.close()
+
+
+def _base_lookup(source: Source, net: Any) -> dict[str, Any] | None:
+    """Where verification looks base models up: the registry crawled (and any other
+    the references name), or the local store; other layouts: nowhere."""
+    if source.kind == "registry":
+        if net is None:
+            kwargs: dict[str, Any] = {}
+        elif isinstance(net, dict):
+            kwargs = dict(net)
+        else:
+            kwargs = {f: getattr(net, f) for f in ("plain_http", "tls_verify", "tls_cert",
+                                                  "cert", "key", "proxy")}
+        return {"remote": True, "net": kwargs}
+    if source.target == "local":
+        from kitaudit.store import default_store
+
+        return {"store": default_store(), "remote": False}
+    return None
 
 
 def _start(conn: sqlite3.Connection, source: Source, shard_text: str | None,
