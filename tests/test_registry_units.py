@@ -7,6 +7,8 @@ import base64
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -120,3 +122,26 @@ def test_progress_modes(capsys):
         advance(40)
     with pytest.raises(UsageError):
         Progress("loud")
+
+
+def test_httpx_cli_deferred_but_available():
+    """Importing the registry client leaves httpx's own CLI (rich, pygments) unloaded, and
+    the CLI still works when called (a fresh interpreter: the import state is global)."""
+    code = (
+        "import sys\n"
+        "import kitaudit.registry.client\n"
+        "import httpx\n"
+        "assert 'httpx' in sys.modules\n"
+        "assert 'rich.console' not in sys.modules, 'httpx CLI was imported'\n"
+        "assert 'pygments' not in sys.modules\n"
+        "from httpx._main import print_help\n"
+        "assert 'rich.console' in sys.modules\n"
+        "try:\n"
+        "    httpx.main(['--help'])\n"
+        "except SystemExit as err:\n"
+        "    assert not err.code, err.code\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "HTTPX" in out.stdout

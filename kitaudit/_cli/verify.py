@@ -13,23 +13,6 @@ import click
 
 from kitaudit._cli._output import output_option, print_json
 
-
-def _skip_httpx_cli() -> None:
-    """httpx imports its own command-line client (rich, pygments: ~0.1 s of CPU) when it
-    is imported; this process never runs it. Register a stand-in before httpx loads."""
-    import types
-
-    if "httpx" in sys.modules or "httpx._main" in sys.modules:
-        return
-    stub = types.ModuleType("httpx._main")
-
-    def main(*_args: object, **_kwargs: object) -> None:
-        raise SystemExit("the httpx command line is not available inside kitaudit")
-
-    stub.main = main  # type: ignore[attr-defined]
-    sys.modules["httpx._main"] = stub
-
-
 _TRUST_OPTIONS = [
     click.option("--key", "keys", multiple=True, type=click.Path(dir_okay=False),
                  help="Accept signatures made with this public key (cosign.pub, PEM); "
@@ -126,7 +109,6 @@ def verify_cmd(ref: str, deep: bool, where: str | None, plain_http: bool | None,
     Exit codes: 0 pass, 1 denied (signature, ML-BOM or policy), 2 could not decide
     (usage, network, registry, bad policy) — treat 2 as denied.
     """
-    _skip_httpx_cli()
     from kitaudit.errors import KitauditError
     from kitaudit.verify import verify
     from kitaudit.verify.result import VerifyResult

@@ -19,6 +19,9 @@ Public API (imported lazily so that ``import kitaudit.registry`` stays cheap)::
 from __future__ import annotations
 
 from kitaudit._lazy import lazy_exports
+from kitaudit.registry._httpx import defer_httpx_cli
+
+defer_httpx_cli()
 
 _EXPORTS = {
     "RegistryClient": "kitaudit.registry.client",
