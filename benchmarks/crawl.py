@@ -8,6 +8,7 @@ local docker-registry (distribution 2.8: referrers through the fallback tag), th
   crawl requested, with the same concurrency, on one keep-alive httpx client.
 
     .venv/bin/python benchmarks/crawl.py [--kits 2000] [--repos 100] [--concurrency 8]
+                                         [--no-verify] [--json] [--keep]
 
 Targets (issue 6): cold crawl request rate >= 0.7x the baseline's; unchanged recrawl
 <= 10% of the cold crawl time; database <= 50 KB per ModelKit. Needs
@@ -147,6 +148,8 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--no-verify", action="store_true", help="crawl without trust options")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the registry data and the database (printed path)")
     args = ap.parse_args()
 
     from cryptography.hazmat.primitives import serialization
@@ -235,6 +238,12 @@ def main() -> int:
         return 0
     finally:
         reg.stop()
+        if args.keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
