@@ -54,6 +54,50 @@ def test_forward_migration_from_version_1(tmp_path: Path) -> None:
     db.conn.close()
 
 
+def _columns_match_describe(db: object) -> None:
+    for name, spec in describe()["tables"].items():
+        table = db[name]  # type: ignore[index]
+        assert list(table.columns_dict) == list(spec["columns"]), name
+        pk = spec["primary_key"]
+        assert table.pks == ([pk] if isinstance(pk, str) else list(pk)), name
+
+
+@pytest.mark.parametrize("interim", [False, True])
+def test_migrating_a_version_2_database_made_with_the_old_ddl(tmp_path: Path,
+                                                              interim: bool) -> None:
+    """A v2 database as the v2 code wrote it (tag_history without signed/decision), and
+    one written between releases (the columns already there, version still 2): both
+    reach SCHEMA_VERSION with every documented column, their rows kept."""
+    path = tmp_path / "v2.db"
+    db = open_db(path, target=2)
+    assert current_version(db) == 2
+    assert "signed" not in db["tag_history"].columns_dict
+    if interim:
+        db["tag_history"].add_column("signed", int)  # type: ignore[union-attr]
+        db["tag_history"].add_column("decision", str)  # type: ignore[union-attr]
+    with db.conn:
+        db.execute("INSERT INTO crawls (id, target, status, started_at) "
+                   "VALUES (1, 'reg.example', 'complete', '2026-01-01T00:00:00Z')")
+        db.execute("INSERT INTO tag_history (repository, tag, crawl_id, digest, seen_at) "
+                   "VALUES ('reg.example/a', 'v1', 1, 'sha256:' || hex(zeroblob(32)), "
+                   "'2026-01-01T00:00:00Z')")
+    db.conn.close()
+    db = open_db(path)
+    assert current_version(db) == SCHEMA_VERSION
+    _columns_match_describe(db)
+    assert db.execute("SELECT tag, signed, decision FROM tag_history").fetchall() == [
+        ("v1", None, None)]
+    versions = [r[0] for r in db.execute("SELECT version FROM schema_version ORDER BY 1")]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+    db.conn.close()
+
+
+def test_new_database_matches_the_described_schema(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "new.db")
+    _columns_match_describe(db)
+    db.conn.close()
+
+
 def test_newer_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     db = open_db(path)

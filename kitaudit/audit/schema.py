@@ -21,11 +21,13 @@ import sqlite_utils
 
 from kitaudit.errors import KitauditError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TEXT, INT, REAL = str, int, float
 
-# table -> (columns, primary key, foreign keys [(column, table, column)], not null)
+# The version-1 tables, frozen: a later change never edits this, it adds a numbered
+# migration below (``_ADDED_COLUMNS``, ``_ADDED_TABLES``, ``MIGRATIONS``) and bumps
+# SCHEMA_VERSION. table -> (columns, primary key, foreign keys [(column, table, column)])
 _TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...],
                          list[tuple[str, str, str]]]] = {
     "crawls": ({
@@ -55,7 +57,6 @@ _TABLES: dict[str, tuple[dict[str, type], str | tuple[str, ...],
                                ("digest", "manifests", "digest")]),
     "tag_history": ({
         "repository": TEXT, "tag": TEXT, "crawl_id": INT, "digest": TEXT, "seen_at": TEXT,
-        "signed": INT, "decision": TEXT,
     }, ("repository", "tag", "crawl_id"), [("crawl_id", "crawls", "id")]),
     "layers": ({
         "manifest_digest": TEXT, "position": INT, "digest": TEXT, "media_type": TEXT,
@@ -214,6 +215,20 @@ GROUP BY dataset_key
 HAVING count(DISTINCT d.manifest_digest) > 1""",
 }
 
+# Columns added after version 1: (version, table, column, type). A migration adds each
+# one unless it is there already (databases written between releases may have it).
+_ADDED_COLUMNS: list[tuple[int, str, str, type]] = [
+    (3, "tag_history", "signed", INT),
+    (3, "tag_history", "decision", TEXT),
+]
+
+# Tables added after version 1: version -> {table: (columns, primary key, foreign keys)}.
+_ADDED_TABLES: dict[int, dict[str, tuple[dict[str, type], str | tuple[str, ...],
+                                         list[tuple[str, str, str]]]]] = {}
+
+# Indexes added after version 1: (version, table, columns).
+_ADDED_INDEXES: list[tuple[int, str, list[str]]] = []
+
 _FTS: list[tuple[str, list[str]]] = [
     ("kitfiles", ["package_name", "package_description", "model_name", "model_description"]),
     ("datasets", ["name", "description"]),
@@ -241,9 +256,32 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
         db.create_view(name, sql.strip(), replace=True)
 
 
+def _add(version: int) -> Callable[[sqlite_utils.Database], None]:
+    """The step of ``version``: its new tables, columns and indexes (each only if absent)."""
+
+    def step(db: sqlite_utils.Database) -> None:
+        for name, (columns, pk, fks) in _ADDED_TABLES.get(version, {}).items():
+            db[name].create(columns, pk=pk, foreign_keys=fks, if_not_exists=True)  # type: ignore[union-attr]
+        for v, table, column, kind in _ADDED_COLUMNS:
+            if v == version and column not in db[table].columns_dict:
+                db[table].add_column(column, kind)  # type: ignore[union-attr]
+        for v, table, cols in _ADDED_INDEXES:
+            if v == version:
+                db[table].create_index(cols, if_not_exists=True)  # type: ignore[union-attr]
+        for data_step in _BACKFILL.get(version, ()):
+            data_step(db)
+
+    return step
+
+
+# Data filled in by a migration for rows written before it: version -> steps.
+_BACKFILL: dict[int, list[Callable[[sqlite_utils.Database], None]]] = {}
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "initial schema", _migrate_1),
     (2, "shared_datasets view", _migrate_2),
+    (3, "tag_history.signed and tag_history.decision", _add(3)),
 ]
 
 
@@ -323,9 +361,28 @@ def connect_readonly(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+def _final_tables() -> dict[str, tuple[dict[str, type], str | tuple[str, ...],
+                                      list[tuple[str, str, str]]]]:
+    """The tables at SCHEMA_VERSION: version 1 plus every addition."""
+    out = {name: (dict(cols), pk, list(fks)) for name, (cols, pk, fks) in _TABLES.items()}
+    for version in sorted(_ADDED_TABLES):
+        for name, (cols, pk, fks) in _ADDED_TABLES[version].items():
+            out[name] = (dict(cols), pk, list(fks))
+    for _v, table, column, kind in _ADDED_COLUMNS:
+        out[table][0][column] = kind
+    for _v, table, pk in _CHANGED_KEYS:
+        cols, _old, fks = out[table]
+        out[table] = (cols, pk, fks)
+    return out
+
+
+# Primary keys changed after version 1: (version, table, new primary key).
+_CHANGED_KEYS: list[tuple[int, str, tuple[str, ...]]] = []
+
+
 def table_columns() -> dict[str, list[str]]:
-    """Column names of every table (for docs and merge)."""
-    return {name: list(cols) for name, (cols, _pk, _fk) in _TABLES.items()}
+    """Column names of every table at SCHEMA_VERSION (for docs and merge)."""
+    return {name: list(cols) for name, (cols, _pk, _fk) in _final_tables().items()}
 
 
 def describe() -> dict[str, Any]:
@@ -334,6 +391,6 @@ def describe() -> dict[str, Any]:
         "version": SCHEMA_VERSION,
         "tables": {name: {"columns": {c: t.__name__ for c, t in cols.items()},
                           "primary_key": pk, "foreign_keys": fks}
-                   for name, (cols, pk, fks) in _TABLES.items()},
+                   for name, (cols, pk, fks) in _final_tables().items()},
         "views": sorted([*_VIEWS, *_V2_VIEWS]),
     }
