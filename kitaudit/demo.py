@@ -126,7 +126,23 @@ def run_demo(home: str | Path, *, registry: str | None = None, plain_http: bool 
         local.tag(store, challenger, champion)
         step("tag", f"{champion} → {packed.digest}")
 
-    # 7. the auditor: crawl the store (or the registry) into SQLite
+    # 7. lineage: a regional variant derived from the champion (its model is a reference
+    #    to the base ModelKit; only its calibration part and its own data are packed)
+    variant = _make_variant(home / "variant", champion)
+    variant_ref = local.full_ref(f"{repo}-eu:challenger")
+    derived = pack(variant, tags=[variant_ref], store=store,
+                   remote=_remote_resolver(net) if registry else None)
+    sign_local(store, variant_ref, signer)
+    step("derive", f"{variant_ref} → {derived.digest}, base model {champion} "
+         f"({derived.ancestors[0].digest if derived.ancestors else '?'}), signed",
+         digest=derived.digest)
+    if registry:
+        from kitaudit.registry.transfer import push
+
+        push(variant_ref, store=store, progress="none", **net)
+        step("push", f"{variant_ref} → {registry}")
+
+    # 8. the auditor: crawl the store (or the registry) into SQLite
     from kitaudit.audit.crawl import crawl
 
     db = home / "audit.db"
@@ -134,7 +150,7 @@ def run_demo(home: str | Path, *, registry: str | None = None, plain_http: bool 
     stats = crawl(target, db, options=options, net=net or None)
     step("crawl", f"{target} → {db} ({_counts(stats)})", database=str(db))
 
-    # 8. the compliance report for governance
+    # 9. the compliance report for governance
     from kitaudit.report.data import build_report
     from kitaudit.report.render import write_report
 
@@ -146,6 +162,44 @@ def run_demo(home: str | Path, *, registry: str | None = None, plain_http: bool 
     step("report", f"wrote {', '.join(p.name for p in written)} into {out_dir}",
          files=[str(p) for p in written])
     return result
+
+
+def _make_variant(directory: Path, base_ref: str) -> Path:
+    """A small project whose model is the base ModelKit plus a calibration part."""
+    directory.mkdir(parents=True)
+    (directory / "calibration").mkdir()
+    (directory / "calibration" / "eu-thresholds.json").write_text(
+        '{"region": "eu", "decision_threshold": 0.42}\n')
+    (directory / "data").mkdir()
+    (directory / "data" / "eu-validation.csv").write_text(
+        "tenure_months,monthly_charges,support_calls,churn\n12,70.5,3,1\n48,35.0,0,0\n")
+    (directory / "Kitfile").write_text(f"""manifestVersion: 1.0.0
+package:
+  name: churn-model-eu
+  version: 1.0.0
+  description: EU calibration of the churn model.
+  license: Apache-2.0
+  authors: [ML Platform Team <ml-platform@example.com>]
+model:
+  name: churn-model-eu
+  path: {base_ref}
+  license: Apache-2.0
+  parts:
+    - name: eu-calibration
+      path: calibration/eu-thresholds.json
+      type: config
+datasets:
+  - name: eu-validation
+    path: data/eu-validation.csv
+    license: CC0-1.0
+""")
+    return directory
+
+
+def _remote_resolver(net: dict[str, Any]) -> Callable[[str], tuple[str, Any]]:
+    from kitaudit.registry.transfer import fetch_kitfile
+
+    return lambda ref: fetch_kitfile(ref, **net)
 
 
 def _counts(stats: Any) -> str:

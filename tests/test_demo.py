@@ -17,11 +17,12 @@ def test_demo_end_to_end(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     steps = [s["step"] for s in data["steps"]]
-    assert steps == ["train", "pack", "generate-key-pair", "sign", "verify", "tag", "crawl",
-                     "report"]
+    assert steps == ["train", "pack", "generate-key-pair", "sign", "verify", "tag", "derive",
+                     "crawl", "report"]
     assert data["verify_exit_code"] == 0
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert report["summary"]["modelkits"] == 1
+    assert report["summary"]["modelkits"] == 2
+    assert report["summary"]["signed"] == 2
     assert (tmp_path / "report" / "report.html").is_file()
     assert data["digest"].startswith("sha256:")
     assert (tmp_path / "demo" / "cosign.pub").is_file()
