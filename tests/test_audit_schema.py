@@ -132,11 +132,27 @@ def test_readonly_connection_refuses_writes(tmp_path: Path) -> None:
         queries.sql(path, "SELECT * FROM no_such_table")
 
 
+def test_crawl_takes_the_same_trust_flags_as_verify() -> None:
+    """The crawler uses verify's trust options (one declaration, the same flag names)."""
+    def flags(name: str) -> set[str]:
+        cmd = main.commands[name]
+        return {o for p in cmd.params for o in getattr(p, "opts", [])}
+
+    trust = {"--key", "--certificate-identity", "--certificate-identity-regexp",
+             "--certificate-oidc-issuer", "--certificate-oidc-issuer-regexp",
+             "--trusted-root", "--offline", "--staging", "--policy", "--param",
+             "--waivers", "--no-sbom-required"}
+    assert trust <= flags("verify") and trust <= flags("crawl")
+
+
 def test_cli_usage_errors(tmp_path: Path) -> None:
     runner = CliRunner()
     out = runner.invoke(main, ["crawl", "local", "--db", str(tmp_path / "x.db"),
                                "--policy", "policies/baseline.yaml"])
     assert out.exit_code == 2 and "trust options" in out.output
+    out = runner.invoke(main, ["crawl", "local", "--db", str(tmp_path / "x.db"),
+                               "--key", "k.pub", "--param", "no-equals-sign"])
+    assert out.exit_code == 2 and "--param" in out.output, out.output
     out = runner.invoke(main, ["crawl", "local", "--db", str(tmp_path / "x.db"),
                                "--shard", "3/2"])
     assert out.exit_code == 2 and "--shard" in out.output

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from kitaudit._cli._output import print_json, print_table
+from kitaudit._cli.verify import trust_options, verify_options_from
 
 DB_OPTION = click.option("--db", "db", default="audit.db", show_default=True,
                          type=click.Path(dir_okay=False), help="The audit database.")
@@ -47,23 +48,7 @@ def _emit_rows(output: str, columns: list[str], rows: list[dict[str, Any]],
 @click.option("--run-id", help="Label shared by the shards of one crawl (default: new).")
 @click.option("--reverify", is_flag=True,
               help="Verify every ModelKit again, even when nothing changed.")
-@click.option("--key", "keys", multiple=True, type=click.Path(dir_okay=False),
-              help="Accept signatures made with this public key (cosign.pub); repeatable.")
-@click.option("--certificate-identity", help="Keyless: the exact identity to accept.")
-@click.option("--certificate-identity-regexp", help="Keyless: a regexp the identity matches.")
-@click.option("--certificate-oidc-issuer", help="Keyless: the exact OIDC issuer to accept.")
-@click.option("--certificate-oidc-issuer-regexp", help="Keyless: a regexp the issuer matches.")
-@click.option("--trusted-root", type=click.Path(dir_okay=False),
-              help="Sigstore trusted_root.json to verify against (no TUF access).")
-@click.option("--offline", is_flag=True, help="Never contact Sigstore.")
-@click.option("--staging", is_flag=True, help="Trust Sigstore's staging instance.")
-@click.option("--policy", "policies", multiple=True, type=click.Path(dir_okay=False),
-              help="Policy file to evaluate for every ModelKit; repeatable.")
-@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="Override a policy parameter; repeatable.")
-@click.option("--waivers", type=click.Path(dir_okay=False), help="Waivers file.")
-@click.option("--no-sbom-required", is_flag=True,
-              help="Verification does not require a signed ML-BOM.")
+@trust_options
 @click.option("--plain-http", "--http", "plain_http", is_flag=True, default=None,
               help="Use HTTP, not HTTPS, for the registry.")
 @click.option("--tls-verify/--no-tls-verify", default=None,
@@ -76,13 +61,9 @@ def _emit_rows(output: str, columns: list[str], rows: list[dict[str, Any]],
 @click.option("--output", "--format", "output", type=click.Choice(["table", "json"]),
               default="table", show_default=True, help="Output format.")
 def crawl_cmd(target: str, db: str, concurrency: int, shard: str | None, run_id: str | None,
-              reverify: bool, keys: tuple[str, ...], certificate_identity: str | None,
-              certificate_identity_regexp: str | None, certificate_oidc_issuer: str | None,
-              certificate_oidc_issuer_regexp: str | None, trusted_root: str | None,
-              offline: bool, staging: bool, policies: tuple[str, ...],
-              params: tuple[str, ...], waivers: str | None, no_sbom_required: bool,
-              plain_http: bool | None, tls_verify: bool | None, tls_cert: str | None,
-              proxy: str | None, progress: bool | None, output: str) -> None:
+              reverify: bool, plain_http: bool | None, tls_verify: bool | None,
+              tls_cert: str | None, proxy: str | None, progress: bool | None, output: str,
+              **trust: Any) -> None:
     """Crawl TARGET into the audit database: a registry HOST[:PORT][/PREFIX], an OCI
     layout (oci:DIR) or the local store (`local`, the default).
 
@@ -95,21 +76,11 @@ def crawl_cmd(target: str, db: str, concurrency: int, shard: str | None, run_id:
     from kitaudit.errors import UsageError
 
     options = None
-    trust = keys or certificate_identity or certificate_identity_regexp or \
-        certificate_oidc_issuer or certificate_oidc_issuer_regexp
-    if trust:
-        from kitaudit.policy import parse_param_args
-        from kitaudit.verify import VerifyOptions
-
-        options = VerifyOptions(
-            keys=list(keys), certificate_identity=certificate_identity,
-            certificate_identity_regexp=certificate_identity_regexp,
-            certificate_oidc_issuer=certificate_oidc_issuer,
-            certificate_oidc_issuer_regexp=certificate_oidc_issuer_regexp,
-            trusted_root=trusted_root, offline=offline, staging=staging,
-            policies=list(policies), params=parse_param_args(list(params)), waivers=waivers,
-            require_sbom=not no_sbom_required)
-    elif policies or waivers or params:
+    if trust.get("keys") or trust.get("certificate_identity") or \
+            trust.get("certificate_identity_regexp") or trust.get("certificate_oidc_issuer") \
+            or trust.get("certificate_oidc_issuer_regexp"):
+        options = verify_options_from(trust)
+    elif trust.get("policies") or trust.get("waivers") or trust.get("params"):
         raise UsageError("--policy needs trust options: policies only see verified facts",
                          fix="add --key cosign.pub or --certificate-identity with "
                              "--certificate-oidc-issuer")

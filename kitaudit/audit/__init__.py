@@ -13,7 +13,7 @@ Public API (imported lazily)::
 
 from __future__ import annotations
 
-from typing import Any
+from kitaudit._lazy import lazy_exports
 
 _EXPORTS = {
     "crawl": "kitaudit.audit.crawl",
@@ -40,10 +40,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kitaudit.audit' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
