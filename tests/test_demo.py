@@ -26,3 +26,19 @@ def test_demo_end_to_end(tmp_path, monkeypatch):
     assert (tmp_path / "report" / "report.html").is_file()
     assert data["digest"].startswith("sha256:")
     assert (tmp_path / "demo" / "cosign.pub").is_file()
+
+
+def test_demo_against_a_registry(tmp_path, monkeypatch, registry):
+    """The same mission with --registry: push, remote verify, remote retag, crawl of the
+    registry (real docker-registry)."""
+    monkeypatch.setenv("KITAUDIT_HOME", str(tmp_path / "unused"))
+    result = CliRunner().invoke(main, ["demo", "--home", str(tmp_path / "demo"),
+                                       "--registry", registry.host, "--http",
+                                       "--report-dir", str(tmp_path / "report"),
+                                       "--output", "json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    steps = [s["step"] for s in data["steps"]]
+    assert steps.count("push") == 2 and "crawl" in steps
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["summary"]["modelkits"] >= 2
