@@ -212,6 +212,9 @@ def test_crawl_counts_and_errors(world: World, crawled: Path) -> None:
     assert row[1] == 6          # base, ft, ft2, solo, broken, app
     assert row[2] == 5          # base, ft v1, ft v2, ft2, solo
     assert row[3] == 1          # the plain image
+    # every repository names the target that listed it
+    assert conn.execute("SELECT DISTINCT target FROM repositories").fetchall() == [
+        (f"{world.host}/audit",)]
     errors = conn.execute("SELECT repository, reference, stage, error_type FROM errors"
                           ).fetchall()
     assert len(errors) == 1

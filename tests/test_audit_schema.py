@@ -23,7 +23,7 @@ from kitaudit.errors import KitauditError
 
 TABLES = {"repositories", "tags", "tag_history", "manifests", "layers", "kitfiles",
           "datasets", "referrers", "signatures", "sboms", "lineage_edges",
-          "policy_results", "crawls", "errors", "schema_version"}
+          "policy_results", "policy_history", "crawls", "errors", "schema_version"}
 VIEWS = {"unsigned", "lineage", "policy_violations", "dataset_usage", "modelkits",
          "tag_changes", "shared_datasets"}
 
@@ -81,8 +81,21 @@ def test_migrating_a_version_2_database_made_with_the_old_ddl(tmp_path: Path,
         db.execute("INSERT INTO tag_history (repository, tag, crawl_id, digest, seen_at) "
                    "VALUES ('reg.example/a', 'v1', 1, 'sha256:' || hex(zeroblob(32)), "
                    "'2026-01-01T00:00:00Z')")
+        db.execute("INSERT INTO crawls (id, target, status, started_at) "
+                   "VALUES (2, 'reg.example', 'complete', '2026-01-02T00:00:00Z')")
+        db.execute("INSERT INTO manifests (digest, kind) VALUES ('sha256:aa', 'modelkit')")
+        db.execute("INSERT INTO repositories (name, last_seen_crawl) "
+                   "VALUES ('reg.example/a', 2)")
+        db.execute("INSERT INTO policy_results (subject_digest, policy, rule, status, "
+                   "previous_status, crawl_id, changed_crawl) "
+                   "VALUES ('sha256:aa', 'baseline', 'signed', 'pass', 'fail', 2, 2)")
     db.conn.close()
     db = open_db(path)
+    # the history the old columns tell: fail until crawl 2, pass from crawl 2
+    assert db.execute("SELECT crawl_id, status FROM policy_history ORDER BY crawl_id"
+                      ).fetchall() == [(1, "fail"), (2, "pass")]
+    # the target of the repository: from the crawl that last listed it
+    assert db.execute("SELECT target FROM repositories").fetchall() == [("reg.example",)]
     assert current_version(db) == SCHEMA_VERSION
     _columns_match_describe(db)
     assert db.execute("SELECT tag, signed, decision FROM tag_history").fetchall() == [

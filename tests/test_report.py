@@ -660,3 +660,48 @@ def test_coverage_without_signed_snapshots_is_marked_approximate(fx: Fixture,
     assert [p["exact"] for p in series] == [False, True]
     assert series[0]["signed"] == 4          # today's signatures over the first crawl's kits
     assert any("approximate" in n for n in build_report(db)["not_recorded"])
+
+
+def test_since_crawl_is_exact_over_several_crawls(fx: Fixture, tmp_path: Path) -> None:
+    """A rule that fails, is waived, then fails again: compared with the first crawl it
+    is not newly failing, compared with the waived crawl it is (policy_history; the
+    current/previous columns alone would call it new in both)."""
+    import sqlite3
+
+    from kitaudit.audit.crawl import crawl
+    from kitaudit.verify import VerifyOptions
+
+    db = tmp_path / "history.db"
+    shutil.copy(fx.db, db)
+    waived = tmp_path / "waivers.yaml"
+    waived.write_text(fx.waivers.read_text() +
+                      "  - rule: modelkit-signed\n    policy: baseline\n"
+                      "    repository: \"localhost/acme/new-model\"\n"
+                      "    reason: \"Signing key being rotated.\"\n"
+                      "    owner: ops@example.com\n    expires: 2099-12-31\n")
+    ids = []
+    for waivers in (waived, fx.waivers):
+        opts = VerifyOptions(keys=[str(fx.root / "cosign.pub")], policies=POLICIES,
+                             waivers=str(waivers))
+        ids.append(crawl(f"oci:{fx.root / 'store'}", db, options=opts,
+                         concurrency=2).crawl_id)
+    key = (fx.digest["new-model:v1"], "baseline", "modelkit-signed")
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT crawl_id, status FROM policy_history WHERE subject_digest=? "
+                        "AND policy=? AND rule=? ORDER BY crawl_id", key).fetchall() == [
+        (fx.stats2.crawl_id, "fail"), (ids[0], "waived"), (ids[1], "fail")]
+    conn.close()
+
+    def newly(since: str) -> tuple[set[Any], set[Any]]:
+        ch = build_report(db, since=since, policies=POLICIES)["changes"]
+        return ({(f["digest"], f["policy"], f["rule"]) for f in ch["newly_failing"]},
+                {(f["digest"], f["policy"], f["rule"]) for f in ch["newly_passing"]})
+
+    failing, passing = newly(f"crawl:{fx.stats2.crawl_id}")
+    assert key not in failing and key not in passing
+    failing, passing = newly(f"crawl:{ids[0]}")
+    assert key in failing
+    assert newly("last")[0] == failing      # last = the crawl before the latest
+    # the first crawl: new-model did not exist, chat-ft:challenger was unsigned then
+    failing, passing = newly(f"crawl:{fx.stats1.crawl_id}")
+    assert (fx.digest["chat-ft:challenger"], "baseline", "modelkit-signed") in passing

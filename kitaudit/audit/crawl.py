@@ -654,6 +654,8 @@ class _Writer:
                  r.get("reason"), r.get("description"), r.get("remediation"),
                  dumps(r.get("controls") or []), dumps(r.get("waiver")),
                  dumps(r.get("expired_waivers") or []), self.crawl_id, changed, when))
+            if changed == self.crawl_id:
+                self._history(key, status, when)
         # rules no longer in the evaluated policies are dropped
         names = sorted({str(r.get("policy")) for r in out.results})
         keep = {(r.get("policy"), r.get("rule")) for r in out.results}
@@ -662,6 +664,13 @@ class _Writer:
             if pol in names and (pol, rule) not in keep:
                 c.execute("DELETE FROM policy_results WHERE subject_digest=? AND policy=? "
                           "AND rule=?", (rec.digest, pol, rule))
+                self._history((rec.digest, pol, rule), "removed", when)
+
+    def _history(self, key: tuple[Any, ...], status: str | None, when: str) -> None:
+        """One row of ``policy_history``: ``key``'s status from this crawl on."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO policy_history (subject_digest, policy, rule, crawl_id, "
+            "status, evaluated_at) VALUES (?,?,?,?,?,?)", (*key, self.crawl_id, status, when))
 
     def finish_repository(self, repo: _Repo) -> None:
         c = self.conn
@@ -669,12 +678,13 @@ class _Writer:
         registry, _, path = repo.name.partition("/")
         c.execute(
             "INSERT INTO repositories (name, registry, repository, first_seen_crawl, "
-            "last_seen_crawl, last_done_crawl, status, tag_count) VALUES (?,?,?,?,?,?,?,?) "
+            "last_seen_crawl, last_done_crawl, status, tag_count, target) "
+            "VALUES (?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT(name) DO UPDATE SET last_seen_crawl=excluded.last_seen_crawl, "
             "last_done_crawl=excluded.last_done_crawl, status=excluded.status, "
-            "tag_count=excluded.tag_count",
+            "tag_count=excluded.tag_count, target=excluded.target",
             (repo.name, registry, path, cid, cid, cid, "error" if repo.failed else "ok",
-             len(repo.tags)))
+             len(repo.tags), self.stats.target))
         when = now_iso()
         seen = [(t, d) for t, d in repo.digests.items() if t in set(repo.tags) and d]
         for _tag, digest in seen:

@@ -27,6 +27,7 @@ _CRAWL_COLUMNS: dict[str, tuple[str, ...]] = {
     "tags": ("first_seen_crawl", "last_seen_crawl"),
     "tag_history": ("crawl_id",),
     "policy_results": ("crawl_id", "changed_crawl"),
+    "policy_history": ("crawl_id",),
     "errors": ("crawl_id",),
 }
 # copy order (parents before children); how a conflict on the primary key is resolved
@@ -43,6 +44,7 @@ _ORDER: list[tuple[str, str]] = [
     ("sboms", "ignore"),
     ("lineage_edges", "ignore"),
     ("policy_results", "update"),
+    ("policy_history", "ignore"),
     ("errors", "append"),
 ]
 _PK: dict[str, tuple[str, ...]] = {

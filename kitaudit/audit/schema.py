@@ -21,7 +21,7 @@ import sqlite_utils
 
 from kitaudit.errors import KitauditError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 
 TEXT, INT, REAL = str, int, float
 
@@ -220,14 +220,24 @@ HAVING count(DISTINCT d.manifest_digest) > 1""",
 _ADDED_COLUMNS: list[tuple[int, str, str, type]] = [
     (3, "tag_history", "signed", INT),
     (3, "tag_history", "decision", TEXT),
+    (5, "repositories", "target", TEXT),
 ]
 
 # Tables added after version 1: version -> {table: (columns, primary key, foreign keys)}.
 _ADDED_TABLES: dict[int, dict[str, tuple[dict[str, type], str | tuple[str, ...],
-                                         list[tuple[str, str, str]]]]] = {}
+                                         list[tuple[str, str, str]]]]] = {
+    4: {"policy_history": ({
+        "subject_digest": TEXT, "policy": TEXT, "rule": TEXT, "crawl_id": INT,
+        "status": TEXT, "evaluated_at": TEXT,
+    }, ("subject_digest", "policy", "rule", "crawl_id"),
+        [("subject_digest", "manifests", "digest"), ("crawl_id", "crawls", "id")])},
+}
 
 # Indexes added after version 1: (version, table, columns).
-_ADDED_INDEXES: list[tuple[int, str, list[str]]] = []
+_ADDED_INDEXES: list[tuple[int, str, list[str]]] = [
+    (4, "policy_history", ["crawl_id"]),
+    (5, "repositories", ["target"]),
+]
 
 _FTS: list[tuple[str, list[str]]] = [
     ("kitfiles", ["package_name", "package_description", "model_name", "model_description"]),
@@ -274,14 +284,41 @@ def _add(version: int) -> Callable[[sqlite_utils.Database], None]:
     return step
 
 
+def _backfill_policy_history(db: sqlite_utils.Database) -> None:
+    """Results recorded before version 4: the current status from the crawl that last
+    changed it and, when known, the status before that change one crawl earlier (the
+    best the old columns tell)."""
+    db.execute(
+        "INSERT OR IGNORE INTO policy_history (subject_digest, policy, rule, crawl_id, "
+        "status, evaluated_at) SELECT subject_digest, policy, rule, "
+        "coalesce(changed_crawl, crawl_id), status, evaluated_at FROM policy_results "
+        "WHERE coalesce(changed_crawl, crawl_id) IS NOT NULL")
+    db.execute(
+        "INSERT OR IGNORE INTO policy_history (subject_digest, policy, rule, crawl_id, "
+        "status, evaluated_at) SELECT r.subject_digest, r.policy, r.rule, "
+        "(SELECT max(c.id) FROM crawls c WHERE c.id < r.changed_crawl), "
+        "r.previous_status, NULL FROM policy_results r WHERE r.previous_status IS NOT NULL "
+        "AND EXISTS (SELECT 1 FROM crawls c WHERE c.id < r.changed_crawl)")
+
+
+def _backfill_repository_target(db: sqlite_utils.Database) -> None:
+    db.execute("UPDATE repositories SET target = (SELECT c.target FROM crawls c "
+               "WHERE c.id = repositories.last_seen_crawl) WHERE target IS NULL")
+
+
 # Data filled in by a migration for rows written before it: version -> steps.
-_BACKFILL: dict[int, list[Callable[[sqlite_utils.Database], None]]] = {}
+_BACKFILL: dict[int, list[Callable[[sqlite_utils.Database], None]]] = {
+    4: [_backfill_policy_history],
+    5: [_backfill_repository_target],
+}
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (1, "initial schema", _migrate_1),
     (2, "shared_datasets view", _migrate_2),
     (3, "tag_history.signed and tag_history.decision", _add(3)),
+    (4, "policy_history table (each rule's status from the crawl it changed in)", _add(4)),
+    (5, "repositories.target (the crawl target that last listed it)", _add(5)),
 ]
 
 

@@ -240,8 +240,10 @@ class _Builder:
             if not self._repo_ok(row["name"]):
                 continue
             # a repository the latest crawl of its target did not list any more is gone
+            # (``repositories.target`` from audit schema v5; before: via its last crawl)
+            target = row.get("target") or target_of_crawl.get(row["last_seen_crawl"])
             if row["last_seen_crawl"] not in self.current_ids:
-                if target_of_crawl.get(row["last_seen_crawl"]) in targets:
+                if target in targets:
                     self.gone_repos.append(row["name"])
                 continue
             self.repos[row["name"]] = row
@@ -623,6 +625,38 @@ class _Builder:
         return {(d, r["policy"], r["rule"]) for d, rows in self.results.items()
                 for r in rows if r["status"] in VIOLATION}
 
+    def _violations_at(self, cutoff: int) -> set[tuple[str, str, str]]:
+        """The violations in scope as they stood after crawl ``cutoff``: exact from
+        ``policy_history`` (each rule's status from the crawl it changed in); a database
+        without it keeps only the current and the previous status."""
+        out: set[tuple[str, str, str]] = set()
+        if "policy_history" in self.tables:
+            keys = sorted(self.kits)
+            latest: dict[tuple[str, str, str], tuple[int, str | None]] = {}
+            for r in _rows(self.conn, "SELECT subject_digest, policy, rule, crawl_id, status "
+                                      "FROM policy_history WHERE subject_digest IN ({in})",
+                           keys):
+                key = (r["subject_digest"], r["policy"], r["rule"])
+                if r["crawl_id"] <= cutoff and r["crawl_id"] >= latest.get(key, (-1, None))[0]:
+                    latest[key] = (r["crawl_id"], r["status"])
+            for key, (_cid, status) in latest.items():
+                if status in VIOLATION:
+                    out.add(key)
+            return out
+        for d, rows in self.results.items():
+            for r in rows:
+                changed = r["changed_crawl"] or 0
+                was = r["status"] if changed <= cutoff else r["previous_status"]
+                if was in VIOLATION:
+                    out.add((d, r["policy"], r["rule"]))
+        if any(r["changed_crawl"] and r["changed_crawl"] > cutoff + 1
+               for rows in self.results.values() for r in rows):
+            self.not_recorded.append(
+                "policy results keep only the current and the previous status (a database "
+                "older than schema version 4): a rule that changed more than once since the "
+                "baseline crawl is compared with its status before the last change")
+        return out
+
     def changes_section(self, baseline: dict[str, Any] | None) -> dict[str, Any]:
         empty: dict[str, Any] = {"baseline": None, "new": [], "removed": [], "retagged": [],
                                  "tags_added": [], "tags_removed": [], "newly_failing": [],
@@ -656,23 +690,7 @@ class _Builder:
                            "JOIN manifests m ON m.digest = h.digest AND m.kind = 'modelkit' "
                            "WHERE h.crawl_id IN ({in})", ids) if self._repo_ok(r["repository"])}
             then_kits = {}
-            cutoff = max(ids)
-            then_violations = set()
-            for d, rows in self.results.items():
-                for r in rows:
-                    changed = r["changed_crawl"] or 0
-                    if changed <= cutoff:
-                        was = r["status"]
-                    else:
-                        was = r["previous_status"]
-                    if was in VIOLATION:
-                        then_violations.add((d, r["policy"], r["rule"]))
-            if any(r["changed_crawl"] and r["changed_crawl"] > cutoff + 1
-                   for rows in self.results.values() for r in rows):
-                self.not_recorded.append(
-                    "policy results keep only the current and the previous status: a rule "
-                    "that changed more than once since the baseline crawl is compared with "
-                    "its status before the last change")
+            then_violations = self._violations_at(max(ids))
         then_digests = set(then_tags.values()) | set(then_kits)
         now_digests = set(self.kits)
         changes: dict[str, Any] = dict(empty)
