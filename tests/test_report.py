@@ -705,3 +705,37 @@ def test_since_crawl_is_exact_over_several_crawls(fx: Fixture, tmp_path: Path) -
     # the first crawl: new-model did not exist, chat-ft:challenger was unsigned then
     failing, passing = newly(f"crawl:{fx.stats1.crawl_id}")
     assert (fx.digest["chat-ft:challenger"], "baseline", "modelkit-signed") in passing
+
+
+def test_trust_material_named_by_identity(fx: Fixture, tmp_path: Path) -> None:
+    """crawls.options records the key's id and cosign hint, the policies' fingerprints
+    and the waivers file's digest, never a file path; the report names them."""
+    import hashlib
+    import sqlite3
+
+    from kitaudit.signing.keys import load_public_key, public_key_hint
+
+    pub = load_public_key((fx.root / "cosign.pub").read_bytes())
+    hint = public_key_hint(pub)
+    with sqlite3.connect(fx.db) as conn:
+        texts = [r[0] for r in conn.execute("SELECT options FROM crawls")]
+        key_ids = {r[0] for r in conn.execute(
+            "SELECT key_id FROM signatures WHERE verified = 1")}
+    for text in texts:
+        assert str(fx.root) not in text and "/policies/" not in text
+        opts = json.loads(text)
+        assert [k["hint"] for k in opts["keys"]] == [hint]
+        assert {k["key_id"] for k in opts["keys"]} == key_ids   # the signers' key ids
+    trust = fx.reports["second"]["trust"]["crawls"][0]
+    assert trust["identified"] and trust["key_ids"][0]["hint"] == hint
+    assert trust["keys"][0].startswith(f"sha256:{next(iter(key_ids))[:16]} (hint {hint}")
+    digest = "sha256:" + hashlib.sha256(fx.waivers.read_bytes()).hexdigest()
+    assert trust["waivers_digest"] == digest and digest in trust["waivers"]
+    fps = {p["name"]: p["fingerprint"] for p in trust["policy_fingerprints"]}
+    assert fps == {p["name"]: p["fingerprint"]
+                   for p in fx.reports["second"]["policy_set"]["policies"]}
+    validate_report(fx.reports["second"])
+    write_report(fx.reports["second"], tmp_path / "out", formats=["html", "md"])
+    for name in ("report.html", "report.md"):
+        text = (tmp_path / "out" / name).read_text()
+        assert hint in text and digest in text, name

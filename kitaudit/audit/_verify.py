@@ -60,6 +60,60 @@ class Verifier:
     def enabled(self) -> bool:
         return self.compiled is not None
 
+    def trust_record(self) -> dict[str, Any] | None:
+        """The trust material by identity, for ``crawls.options`` (no file paths): each
+        public key's id (hex SHA-256 of its DER) and cosign hint, the keyless identity and
+        issuer constraints, the trusted root (where from, and the file's digest), the
+        policies' names and fingerprints, the waivers file's digest and count."""
+        if self.compiled is None:
+            return None
+        import hashlib
+        from pathlib import Path
+
+        from cryptography.hazmat.primitives import serialization
+
+        from kitaudit.signing.keys import public_key_hint
+
+        c = self.compiled
+        o = c.options
+        keys = []
+        for i, key in enumerate(c.signer_policy.keys):
+            der = key.public_bytes(serialization.Encoding.DER,
+                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+            name = Path(o.keys[i]).name if i < len(o.keys) else None
+            keys.append({"key_id": hashlib.sha256(der).hexdigest(),
+                         "hint": public_key_hint(key), "name": name})
+        root: dict[str, Any] | None = None
+        source = str(c.trust_source)
+        if source.startswith("file:"):
+            digest = source.rpartition("#")[2]
+            root = {"source": "file", "name": Path(o.trusted_root or "").name,
+                    "digest": f"sha256:{digest}" if digest else None}
+        elif source != "none":
+            root = {"source": source, "name": None, "digest": None}
+        waivers: dict[str, Any] | None = None
+        if o.waivers:
+            try:
+                wdigest: str | None = "sha256:" + hashlib.sha256(
+                    Path(o.waivers).read_bytes()).hexdigest()
+            except OSError:
+                wdigest = None
+            waivers = {"name": Path(o.waivers).name, "digest": wdigest,
+                       "count": len(c.waivers)}
+        return {
+            "format": 2,
+            "keys": keys,
+            "certificate_identity": o.certificate_identity,
+            "certificate_identity_regexp": o.certificate_identity_regexp,
+            "certificate_oidc_issuer": o.certificate_oidc_issuer,
+            "certificate_oidc_issuer_regexp": o.certificate_oidc_issuer_regexp,
+            "trusted_root": root, "offline": bool(o.offline), "staging": bool(o.staging),
+            "policies": [{"name": p.name, "fingerprint": p.fingerprint()}
+                         for p in c.policies],
+            "params": dict(o.params or {}), "waivers": waivers,
+            "require_sbom": bool(o.require_sbom),
+        }
+
     def fetched_referrer(self, descriptor: dict[str, Any], manifest: dict[str, Any],
                          blobs: dict[str, bytes], *, legacy: bool, source: str) -> Any:
         from kitaudit.verify.discover import FetchedReferrer

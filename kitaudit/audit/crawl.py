@@ -816,7 +816,7 @@ def _base_lookup(source: Source, net: Any) -> dict[str, Any] | None:
 
 
 def _start(conn: sqlite3.Connection, source: Source, shard_text: str | None,
-           run_id: str | None, verify_fp: str, options: Any) -> CrawlStats:
+           run_id: str | None, verify_fp: str, trust: dict[str, Any] | None) -> CrawlStats:
     from kitaudit import __version__
 
     row = conn.execute(
@@ -838,12 +838,7 @@ def _start(conn: sqlite3.Connection, source: Source, shard_text: str | None,
         conn.commit()
         log.info("resuming crawl %d of %s", stats.crawl_id, source.target)
         return stats
-    opts_text = None
-    if options is not None:
-        try:
-            opts_text = dumps({k: v for k, v in vars(options).items() if v not in (None, (), {})})
-        except TypeError:
-            opts_text = None
+    opts_text = dumps(trust)
     started = now_iso()
     run = run_id or f"{started[:19].replace(':', '').replace('-', '')}-{uuid.uuid4().hex[:8]}"
     cur = conn.execute(
@@ -863,7 +858,7 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
     started = time.monotonic()
     shard_text = f"{shard[0]}/{shard[1]}" if shard else None
     verify_fp = verifier.fingerprint
-    stats = _start(conn, source, shard_text, run_id, verify_fp, options)
+    stats = _start(conn, source, shard_text, run_id, verify_fp, verifier.trust_record())
     cid = stats.crawl_id
     writer = _Writer(conn, cid, stats)
     # what is already recorded: digest -> (kind, referrers fingerprint, verify

@@ -116,6 +116,45 @@ def fail_on_triggered(report: dict[str, Any], fail_on: str | None) -> bool:
                      fix="use --fail-on violations or --fail-on new-violations")
 
 
+def _trust_material(opts: dict[str, Any]) -> dict[str, Any]:
+    """The trust material of a crawl, named by identity: ``crawls.options`` from audit
+    schema v5 on (``format`` 2: key ids and cosign hints, trusted-root and waivers
+    digests, policy fingerprints); earlier crawls recorded file paths, shown as they are.
+    ``keys``, ``policies``, ``trusted_root`` and ``waivers`` stay display strings."""
+    keys = opts.get("keys") or []
+    key_ids = [k for k in keys if isinstance(k, dict)]
+    out: dict[str, Any] = {
+        "keys": [f"sha256:{k.get('key_id', '')[:16]} (hint {k.get('hint')}"
+                 + (f", {k['name']})" if k.get("name") else ")")
+                 if isinstance(k, dict) else str(k) for k in keys],
+        "key_ids": [{"key_id": k.get("key_id"), "hint": k.get("hint"),
+                     "name": k.get("name")} for k in key_ids],
+    }
+    pols = opts.get("policies") or []
+    out["policies"] = [f"{p.get('name')} ({str(p.get('fingerprint') or '')[:19]})"
+                       if isinstance(p, dict) else str(p) for p in pols]
+    out["policy_fingerprints"] = [{"name": p.get("name"), "fingerprint": p.get("fingerprint")}
+                                  for p in pols if isinstance(p, dict)]
+    root = opts.get("trusted_root")
+    if isinstance(root, dict):
+        text = root.get("source") or ""
+        if root.get("digest"):
+            text = f"{root.get('name') or 'file'} ({root['digest']})"
+        out["trusted_root"] = text or None
+        out["trusted_root_digest"] = root.get("digest")
+    else:
+        out["trusted_root_digest"] = None
+    waivers = opts.get("waivers")
+    if isinstance(waivers, dict):
+        out["waivers"] = (f"{waivers.get('name')}: {waivers.get('count')} waivers"
+                          + (f" ({waivers['digest']})" if waivers.get("digest") else ""))
+        out["waivers_digest"] = waivers.get("digest")
+    else:
+        out["waivers_digest"] = None
+    out["identified"] = opts.get("format") == 2
+    return out
+
+
 # ---------------------------------------------------------------------- build
 def build_report(db_path: str | Path, *, since: str | Path | None = None,
                  policies: Sequence[str | Path] = (), waivers: str | Path | None = None,
@@ -467,8 +506,7 @@ class _Builder:
             opts = opts if isinstance(opts, dict) else {}
             for key in TRUST_KEYS:
                 entry[key] = opts.get(key)
-            for key in ("keys", "policies"):
-                entry[key] = list(entry[key] or [])
+            entry.update(_trust_material(opts))
             out.append(entry)
         return {"crawls": out,
                 "note": "Signatures and ML-BOM attestations count as verified only when "

@@ -72,7 +72,13 @@ REPORT_SCHEMA: dict[str, Any] = {
             "verified": _BOOL, "note": _STR, "keys": _STRS, "policies": _STRS,
             "certificate_identity": _OSTR, "certificate_identity_regexp": _OSTR,
             "certificate_oidc_issuer": _OSTR, "certificate_oidc_issuer_regexp": _OSTR,
-            "trusted_root": _OSTR, "waivers": _OSTR})}, "note": _STR}),
+            "trusted_root": _OSTR, "waivers": _OSTR}, {
+            "key_ids": {"type": "array", "items": _obj(
+                {"key_id": _OSTR, "hint": _OSTR}, {"name": _OSTR})},
+            "policy_fingerprints": {"type": "array", "items": _obj(
+                {"name": _OSTR, "fingerprint": _OSTR})},
+            "trusted_root_digest": _OSTR, "waivers_digest": _OSTR,
+            "identified": _BOOL})}, "note": _STR}),
         "controls_note": _STR,
         "frameworks": {"type": "object", "additionalProperties": _STR},
         "summary": _obj({
