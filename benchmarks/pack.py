@@ -5,7 +5,8 @@
 
 Prints throughput, the ratio to ``sha256sum`` and the peak RSS of each pack process.
 Targets (issue 2): uncompressed pack <= 1.5x sha256sum, peak RSS <= 150 MB, zstd uses
-both cores (CPU time / wall time > 1.5 on two cores).
+both cores (with the store in /dev/shm, so the disk does not hide it: CPU time / wall
+time > 1.5 on two cores).
 """
 
 from __future__ import annotations
@@ -95,16 +96,30 @@ def main() -> int:
             print(f"{label + ':':22}{wall:7.2f} s  {size / wall / 1e6:8.1f} MB/s  "
                   f"ratio {wall / base:5.2f}x sha256sum  cpu/wall {cpu / wall:4.2f}  "
                   f"peak RSS {rss / 1024:6.1f} MB")
+        # The same zstd pack with the store in memory (/dev/shm), so the disk does not
+        # hide whether both cores work: reading+hashing on one, compressing on the other.
+        multi_ratio = 0.0
+        shm = Path("/dev/shm")
+        if shm.is_dir() and shutil.disk_usage(shm).free > 2 * size:
+            store = Path(tempfile.mkdtemp(prefix="kitaudit-bench-", dir=shm))
+            try:
+                wall, cpu, rss = time_pack(ctx, store / "s", "zstd", False)
+            finally:
+                drop_store(store)
+            multi_ratio = cpu / wall
+            print(f"{'pack zstd (RAM store):':22}{wall:7.2f} s  {size / wall / 1e6:8.1f} MB/s  "
+                  f"ratio {wall / base:5.2f}x sha256sum  cpu/wall {multi_ratio:4.2f}  "
+                  f"peak RSS {rss / 1024:6.1f} MB")
         none_wall, _c, none_rss = results["pack none"]
         sbom_wall = results["pack none + ML-BOM"][0]
-        zstd_wall, zstd_cpu, zstd_rss = results["pack zstd"]
+        zstd_rss = results["pack zstd"][2]
         print()
         checks = [
             ("uncompressed pack <= 1.5x sha256sum", none_wall / base <= 1.5),
             ("peak RSS <= 150 MB", max(none_rss, zstd_rss) / 1024 <= 150),
             ("pack with ML-BOM <= 1.05x pack without", sbom_wall / none_wall <= 1.05),
-            ("zstd uses both cores (cpu/wall > 1.5)", (os.cpu_count() or 1) < 2
-             or zstd_cpu / zstd_wall > 1.5),
+            ("zstd pack uses both cores (cpu/wall > 1.5 with a RAM store)",
+             (os.cpu_count() or 1) < 2 or multi_ratio > 1.5),
         ]
         for text, ok in checks:
             print(f"{'PASS' if ok else 'MISS'}  {text}")

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import stat
 import struct
 import tarfile
+import threading
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -61,7 +63,17 @@ class _Sink(Protocol):
 
 # ---------------------------------------------------------------------- compression
 class _Compressor:
-    """Feeds compressed bytes to ``out`` and hashes the uncompressed stream (diffId)."""
+    """Feeds compressed bytes to ``out`` and hashes the uncompressed stream (diffId).
+
+    Compression runs in a worker thread fed through a small bounded queue: the calling
+    thread reads files and hashes the uncompressed stream while the worker compresses,
+    hashes and writes the stored bytes, so a layer uses two cores. The compressor itself
+    is single-threaded (zstd ``threads=0``): its output does not depend on the machine,
+    and python-zstandard's own worker threads did not help here (see the pack
+    benchmark). Memory stays at a few queued chunks.
+    """
+
+    QUEUE_CHUNKS = 8
 
     def __init__(self, out: _Sink, compression: str) -> None:
         self.out = out
@@ -69,44 +81,71 @@ class _Compressor:
         self.raw_hash = hashlib.sha256() if compression != "none" else None
         self.raw_size = 0
         self._crc = 0
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
         if compression in ("gzip", "gzip-fastest"):
             level = 1 if compression == "gzip-fastest" else 6
-            self._z = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, 8)
+            self._z: Any = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, 8)
             # gzip header as Go writes it: no name, mtime 0, XFL 4 for fastest, OS unknown.
             xfl = 4 if level == 1 else 0
             out.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00" + bytes([xfl, 255]))
         elif compression == "zstd":
             import zstandard
 
-            # threads=-1 uses every core; zstd's multi-threaded output is the same for
-            # any number of workers >= 1, so the digest does not depend on the machine.
-            cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1,
+            cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0,
                                             write_checksum=False, write_content_size=False)
             self._z = cctx.compressobj()
         elif compression != "none":
             raise UsageError(f"unknown compression {compression!r}",
                              fix="use one of: " + ", ".join(COMPRESSIONS))
+        if compression != "none":
+            self._queue: queue.Queue[bytes | None] = queue.Queue(self.QUEUE_CHUNKS)
+            self._thread = threading.Thread(target=self._work, name="kitaudit-compress",
+                                            daemon=True)
+            self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            while (item := self._queue.get()) is not None:
+                chunk = self._z.compress(item)
+                if chunk:
+                    self.out.write(chunk)
+        except BaseException as err:  # handed to the producer in write()/close()
+            self._error = err
+            while self._queue.get() is not None:  # keep the producer from blocking
+                pass
 
     def write(self, data: bytes | memoryview) -> int:
         self.raw_size += len(data)
         if self.raw_hash is None:
             self.out.write(data)
             return len(data)
+        if self._error is not None:
+            raise self._error
         self.raw_hash.update(data)
         if self.compression != "zstd":
             self._crc = zlib.crc32(data, self._crc)
-        chunk = self._z.compress(data)
-        if chunk:
-            self.out.write(chunk)
+        self._queue.put(bytes(data))  # a copy: the caller reuses its buffer
         return len(data)
+
+    def _stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def abort(self) -> None:
+        """Stop the worker without finishing the stream (the layer is discarded)."""
+        self._stop()
 
     def close(self) -> None:
         if self.raw_hash is None:
             return
-        if self.compression == "zstd":
-            self.out.write(self._z.flush())
-        else:
-            self.out.write(self._z.flush())
+        self._stop()
+        if self._error is not None:
+            raise self._error
+        self.out.write(self._z.flush())
+        if self.compression != "zstd":
             self.out.write(struct.pack("<II", self._crc & 0xFFFFFFFF,
                                        self.raw_size & 0xFFFFFFFF))
 
@@ -257,6 +296,7 @@ def build_layer(store: Any, context: Path, path: str, kind: str, *, compression:
     raw_file: int | None = None
     buf = bytearray(CHUNK)
     writer = store.blob_writer()
+    comp: _Compressor | None = None
     try:
         comp = _Compressor(writer, compression)
         if fmt == "raw":
@@ -280,6 +320,8 @@ def build_layer(store: Any, context: Path, path: str, kind: str, *, compression:
         comp.close()
         digest = writer.commit()
     except BaseException:
+        if comp is not None:
+            comp.abort()
         writer.abort()
         raise
     diff_id = ("sha256:" + comp.raw_hash.hexdigest()) if comp.raw_hash is not None else digest
