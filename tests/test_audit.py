@@ -599,3 +599,9 @@ def test_base_models_are_verified_for_lineage_rules(world: World, tmp_path: Path
     assert status[(d["ft:v1"], "base-model-signed")] == "pass"
     assert status[(d["ft2:v1"], "base-model-signed")] == "pass"
     assert status[(d["solo:v1"], "base-model-signed")] == "pass"   # no base at all
+    # the verdict per edge: the base found and its signature verified for the child
+    edges = {r["child"]: (r["parent"], r["verified"]) for r in queries.sql(
+        db, "SELECT child_digest AS child, parent_digest AS parent, verified "
+            "FROM lineage_edges WHERE source = 'kitfile'").rows}
+    assert edges[d["ft:v1"]] == (d["base:v1"], 1)
+    assert edges[d["ft2:v1"]] == (d["ft:v1"], 1)

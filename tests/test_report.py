@@ -739,3 +739,34 @@ def test_trust_material_named_by_identity(fx: Fixture, tmp_path: Path) -> None:
     for name in ("report.html", "report.md"):
         text = (tmp_path / "out" / name).read_text()
         assert hint in text and digest in text, name
+
+
+def test_base_models_verified_from_the_crawl_and_reevaluated(fx: Fixture) -> None:
+    """An OCI layout has no registry to look base models up in: the crawl uses what it
+    recorded (the base's verified signatures). A derived kit whose base is signed passes
+    eu-ai-act's base-models-documented, one whose base is unsigned fails; when the base
+    is signed in a later crawl, the derived kit (unchanged itself) is evaluated again."""
+    import sqlite3
+
+    d = fx.digest
+    first = {f["digest"]: f for f in _control(fx.reports["first"], "eu-ai-act",
+                                              "base-models-documented")["failing"]}
+    assert d["chat-ft:champion"] not in first and d["chat-ft:challenger"] not in first
+    assert d["assistant:v1"] in first      # its base (chat-ft:challenger) was unsigned
+    second = {f["digest"] for f in _control(fx.reports["second"], "eu-ai-act",
+                                            "base-models-documented")["failing"]}
+    assert d["assistant:v1"] not in second  # the challenger was signed before crawl 2
+    assert fx.stats2.reevaluated >= 1
+    inv = {k["digest"]: k for k in fx.reports["second"]["inventory"]}
+    assert [(b["digest"], b["verified"]) for b in inv[d["assistant:v1"]]["base_models"]
+            if b["source"] == "kitfile"] == [(d["chat-ft:challenger"], True)]
+    assert [(b["digest"], b["verified"]) for b in inv[d["chat-ft:challenger"]]["base_models"]
+            if b["source"] == "kitfile"] == [(d["base-llm:v1"], True)]
+    with sqlite3.connect(fx.db) as conn:
+        # the assistant was not read for its own sake in crawl 2 (nothing of it changed)
+        # but its policy results were renewed there, and its tag history snapshot too
+        rows = conn.execute(
+            "SELECT crawl_id, status FROM policy_history WHERE subject_digest = ? AND "
+            "rule = 'base-models-documented' ORDER BY crawl_id", (d["assistant:v1"],)
+        ).fetchall()
+        assert rows == [(fx.stats1.crawl_id, "fail"), (fx.stats2.crawl_id, "pass")]

@@ -18,6 +18,21 @@ from kitaudit.errors import KitauditError
 
 
 @dataclass
+class _Signer:
+    identity: str
+    issuer: str
+
+
+@dataclass
+class RecordedFindings:
+    """A base model's signature findings as recorded in the audit database: what
+    ``kitaudit.verify.document.base_models`` reads from ``check_referrers``' Findings."""
+
+    signatures: list[Any] = field(default_factory=list)            # any signature found
+    verified_signatures: list[_Signer] = field(default_factory=list)
+
+
+@dataclass
 class Outcome:
     """What verification said about one ModelKit, in database terms."""
 
@@ -29,6 +44,9 @@ class Outcome:
     policies: list[dict[str, Any]] = field(default_factory=list)     # name, fingerprint
     evaluated_at: str | None = None
     error: str | None = None
+    # base-model lookups: True when every one was current (looked up live, or recorded
+    # earlier in this crawl); False when one used an earlier crawl's record or failed
+    bases_current: bool = True
 
 
 class Verifier:
@@ -48,6 +66,11 @@ class Verifier:
         self.base_lookup = base_lookup
         self._bases: dict[str, tuple[str, Any] | BaseException] = {}
         self._bases_lock = threading.Lock()
+        # what the crawl has recorded: digest -> (findings, recorded in this crawl), and
+        # "registry/repository:tag" -> digest; filled by the writer thread
+        self._recorded: dict[str, tuple[RecordedFindings, bool]] = {}
+        self._tags: dict[str, str] = {}
+        self._local = threading.local()
         if options is None:
             return
         from kitaudit.verify.options import CompiledOptions, compile_options
@@ -127,19 +150,89 @@ class Verifier:
             return Outcome()
         import kitaudit.verify as kv
 
+        self._local.current = True
         try:
             result = kv.verify_fetched(reference=reference, digest=digest, manifest=manifest,
                                        config_bytes=config_bytes, referrers=referrers,
                                        options=self.compiled, referrers_api=referrers_api,
-                                       check_base=self.check_base if self.base_lookup
-                                       is not None else None)
+                                       check_base=self.check_base)
         except KitauditError as err:
             return Outcome(error=str(err))
-        return outcome_from_result(result)
+        out = outcome_from_result(result)
+        out.bases_current = bool(self._local.current)
+        return out
 
+    # ------------------------------------------------------------ base models
+    def seed(self, conn: Any) -> None:
+        """Load what earlier crawls recorded with the same trust options: every complete
+        ModelKit's signatures, and the tags."""
+        if self.compiled is None:
+            return
+        found: dict[str, RecordedFindings] = {}
+        for (digest,) in conn.execute(
+                "SELECT digest FROM manifests WHERE kind = 'modelkit' AND complete = 1 AND "
+                "verify_fingerprint = ?", (self.fingerprint,)):
+            found[digest] = RecordedFindings()
+        for digest, verified, identity, issuer in conn.execute(
+                "SELECT s.subject_digest, s.verified, s.identity, s.issuer FROM signatures s "
+                "JOIN manifests m ON m.digest = s.subject_digest WHERE s.attestation = 0 "
+                "AND m.kind = 'modelkit' AND m.complete = 1 AND m.verify_fingerprint = ?",
+                (self.fingerprint,)):
+            f = found.get(digest)
+            if f is not None:
+                f.signatures.append(True)
+                if verified:
+                    f.verified_signatures.append(_Signer(identity or "", issuer or ""))
+        tags = {f"{r}:{t}": d for r, t, d in conn.execute(
+            "SELECT repository, tag, digest FROM tags")}
+        with self._bases_lock:
+            self._recorded.update({d: (f, False) for d, f in found.items()})
+            self._tags.update(tags)
+
+    def note_tag(self, reference: str, digest: str) -> None:
+        """This crawl saw ``registry/repository:tag`` point at ``digest``."""
+        with self._bases_lock:
+            self._tags[reference] = digest
+
+    def note_record(self, digest: str, outcome: Outcome) -> None:
+        """This crawl recorded (verified) the ModelKit ``digest``."""
+        f = RecordedFindings()
+        for s in outcome.signatures:
+            if s.get("attestation"):
+                continue
+            f.signatures.append(True)
+            if s.get("verified"):
+                f.verified_signatures.append(_Signer(s.get("identity") or "",
+                                                     s.get("issuer") or ""))
+        with self._bases_lock:
+            self._recorded[digest] = (f, True)
+
+    def _from_record(self, target: str) -> tuple[str, RecordedFindings, bool] | None:
+        from kitaudit import reference as refmod
+
+        try:
+            ref = refmod.parse_for_command(target)
+        except KitauditError:
+            return None
+        with self._bases_lock:
+            digest = ref.digest or self._tags.get(f"{ref.name}:{ref.tag}")
+            hit = self._recorded.get(digest) if digest else None
+        if digest is None or hit is None:
+            return None
+        return digest, hit[0], hit[1]
 
     def check_base(self, target: str) -> tuple[str, Any]:
-        """(digest, signature findings) of a base model, looked up once."""
+        """(digest, signature findings) of a base model: from what the crawl recorded
+        (its verified signatures), else looked up once as ``kitaudit verify`` does."""
+        recorded = self._from_record(target)
+        if recorded is not None:
+            digest, findings, current = recorded
+            if not current:
+                self._local.current = False
+            return digest, findings
+        if self.base_lookup is None:
+            self._local.current = False
+            raise KitauditError(f"base model {target} is not (yet) recorded by this crawl")
         with self._bases_lock:
             hit = self._bases.get(target)
         if hit is None:
@@ -156,6 +249,7 @@ class Verifier:
             with self._bases_lock:
                 self._bases[target] = hit
         if isinstance(hit, BaseException):
+            self._local.current = False
             raise hit
         return hit
 

@@ -81,6 +81,7 @@ class CrawlStats:
     signatures: int = 0
     unchanged: int = 0
     errors: int = 0
+    reevaluated: int = 0        # descendants verified again: a base model's signatures changed
     requests: int = 0
     seconds: float = 0.0
 
@@ -401,6 +402,9 @@ class _Writer:
         self.crawl_id = crawl_id
         self.stats = stats
         self.pending = 0
+        # ModelKits whose verified signatures differ from what was recorded before (or
+        # that are new): their descendants' base-model results may be stale
+        self.trust_changed: set[str] = set()
 
     def error(self, *, repository: str | None, reference: str | None, digest: str | None,
               stage: str, err: BaseException) -> None:
@@ -420,8 +424,21 @@ class _Writer:
             "ON CONFLICT(digest) DO NOTHING", (digest, repository, self.crawl_id,
                                                self.crawl_id))
 
-    def record(self, rec: _Record, verify_fp: str) -> None:
+    def _signature_state(self, digest: str) -> tuple[Any, ...] | None:
+        row = self.conn.execute("SELECT kind FROM manifests WHERE digest = ?",
+                                (digest,)).fetchone()
+        if row is None or row[0] != "modelkit":
+            return None
+        return (bool(self.conn.execute(
+            "SELECT 1 FROM signatures WHERE subject_digest = ? AND attestation = 0",
+            (digest,)).fetchone()), sorted(
+            (r[0] or "", r[1] or "", r[2] or "") for r in self.conn.execute(
+                "SELECT identity, issuer, key_id FROM signatures WHERE subject_digest = ? "
+                "AND verified = 1 AND attestation = 0", (digest,))))
+
+    def record(self, rec: _Record, verify_fp: str, *, count: bool = True) -> None:
         c = self.conn
+        before = self._signature_state(rec.digest) if rec.kind == "modelkit" else None
         for stage, err in rec.errors:
             self.error(repository=rec.repository, reference=rec.reference, digest=rec.digest,
                        stage=stage, err=err)
@@ -460,7 +477,9 @@ class _Writer:
             "signed=excluded.signed, sbom_present=excluded.sbom_present, "
             "sbom_verified=excluded.sbom_verified, verified_at=excluded.verified_at, "
             "verify_error=excluded.verify_error, complete=excluded.complete", row)
-        if rec.kind == "modelkit":
+        if not count:
+            pass
+        elif rec.kind == "modelkit":
             self.stats.modelkits += 1
         elif rec.kind != "error":
             self.stats.other_artifacts += 1
@@ -484,6 +503,8 @@ class _Writer:
         self._sbom(rec)
         self._lineage(rec)
         self._policy(rec)
+        if self._signature_state(d) != before:
+            self.trust_changed.add(d)
 
     def _kitfile(self, rec: _Record) -> None:
         from kitaudit import kitfile as kf
@@ -609,12 +630,31 @@ class _Writer:
                 digest = None
             rows.append(("mlbom", ref, digest, anc.get("name"), int(anc.get("depth") or 1),
                          "digest" if digest else None))
+        # what verification found for each base model (lineage.base_models): the digest
+        # it resolved to and whether a trusted signature covers it
+        checked: dict[str, tuple[str | None, bool]] = {}
+        for b in (rec.outcome.lineage or {}).get("base_models") or []:
+            if not isinstance(b, dict):
+                continue
+            found = (str(b.get("digest") or "") or None, bool(b.get("verified")))
+            if b.get("reference"):
+                checked[norm(str(b["reference"]))] = found
+            if b.get("digest"):
+                checked.setdefault(str(b["digest"]), found)
+        evaluated = rec.outcome.lineage is not None and bool(rec.outcome.results)
+        out = []
+        for src, ref, dg, name, depth, how in rows:
+            hit = checked.get(ref) or (checked.get(dg) if dg else None)
+            verified = None if not evaluated else (1 if hit and hit[1] else 0)
+            edge_id = _fp([rec.digest, src, ref, dg, depth])
+            if dg is None and hit and hit[0]:
+                dg, how = hit[0], "lookup"
+            out.append((edge_id, rec.digest, "base-model", ref, dg, name, src, depth, how,
+                        verified))
         self.conn.executemany(
             "INSERT OR IGNORE INTO lineage_edges (id, child_digest, relation, "
-            "parent_reference, parent_digest, parent_name, source, depth, resolved_by) "
-            "VALUES (?,?,?,?,?,?,?,?,?)",
-            [(_fp([rec.digest, src, ref, dg, depth]), rec.digest, "base-model", ref, dg, name,
-              src, depth, how) for src, ref, dg, name, depth, how in rows])
+            "parent_reference, parent_digest, parent_name, source, depth, resolved_by, "
+            "verified) VALUES (?,?,?,?,?,?,?,?,?,?)", out)
 
     def _policy(self, rec: _Record) -> None:
         out = rec.outcome
@@ -730,7 +770,15 @@ class _Writer:
 def resolve_lineage(conn: sqlite3.Connection) -> int:
     """Fill ``parent_digest`` of base-model edges from the recorded tags: by digest in the
     reference, by the exact ``registry/repository:tag``, else by ``repository:tag`` in
-    any registry when exactly one digest matches. Returns the edges resolved."""
+    any registry when exactly one digest matches; an edge resolved by an exact tag
+    follows the tag when it moves. Returns the edges newly resolved."""
+    # a tag that moved: an edge resolved through it follows it
+    conn.execute(
+        "UPDATE lineage_edges SET parent_digest = (SELECT t.digest FROM tags t WHERE "
+        "t.repository || ':' || t.tag = lineage_edges.parent_reference) "
+        "WHERE resolved_by IN ('tag', 'lookup') AND EXISTS (SELECT 1 FROM tags t WHERE "
+        "t.repository || ':' || t.tag = lineage_edges.parent_reference "
+        "AND t.digest != lineage_edges.parent_digest)")
     before = conn.execute("SELECT count(*) FROM lineage_edges WHERE parent_digest IS NULL"
                           ).fetchone()[0]
     conn.execute(
@@ -871,6 +919,11 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
     known_tags: set[tuple[str, str]] = set(conn.execute("SELECT repository, tag FROM tags"))
     done_repos = {r for (r,) in conn.execute(
         "SELECT name FROM repositories WHERE last_done_crawl = ?", (cid,))}
+    verifier.seed(conn)
+    # per repository crawled: (referrer tags by subject, tag -> digest), for re-reading
+    repo_refs: dict[str, tuple[dict[str, list[str]], dict[str, str | None]]] = {}
+    # ModelKits read in this crawl -> whether their base-model lookups were current
+    read_current: dict[str, bool] = {}
 
     try:
         repos = source.repositories()
@@ -912,6 +965,7 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
             submit("tags", st, None, source.list_tags, name)
 
     def finish(st: _Repo) -> None:
+        repo_refs[st.name] = (st.ref_tags, st.digests)
         writer.finish_repository(st)
         states.pop(st.name, None)
         if progress:
@@ -1007,6 +1061,8 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
                                  digest=digest, stage="manifest", err=get_err)
                     if digest:  # the tag is recorded; the manifest stays incomplete
                         st.failed_digests.add(digest)
+            if st.digests.get(tag) and not _REFERRER_TAG.match(tag):
+                verifier.note_tag(f"{st.name}:{tag}", str(st.digests[tag]))
             if st.outstanding == 0:
                 after_resolve(st)
         elif kind == "check":
@@ -1029,6 +1085,10 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
             else:
                 rec: _Record = fut.result()
                 writer.record(rec, verify_fp)
+                if rec.kind == "modelkit" and verifier.enabled:
+                    read_current[digest] = rec.outcome.bases_current and not rec.errors
+                    if not rec.errors:
+                        verifier.note_record(digest, rec.outcome)
                 if rec.kind != "error" and not rec.errors:
                     home = known[digest][3] if digest in known else st.name
                     known[digest] = (rec.kind, rec.referrers_fingerprint, verify_fp, home)
@@ -1049,6 +1109,10 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
             handle(kind, st, ctx, fut)
             start_more()
         resolve_lineage(conn)
+        if verifier.enabled:
+            _reevaluate_descendants(conn, pool, source, verifier, writer, verify_fp,
+                                    repo_refs, read_current)
+            resolve_lineage(conn)
         status = "complete"
     except BaseException:
         for fut in pending:
@@ -1061,6 +1125,72 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
     if progress:
         progress(stats)
     return stats
+
+
+def _children_of(conn: sqlite3.Connection, parents: set[str]) -> set[str]:
+    out: set[str] = set()
+    items = sorted(parents)
+    for i in range(0, len(items), 500):
+        part = items[i:i + 500]
+        out.update(r[0] for r in conn.execute(
+            "SELECT DISTINCT child_digest FROM lineage_edges WHERE parent_digest IN "  # noqa: S608
+            f"({','.join('?' * len(part))})", part))
+    return out
+
+
+def _reevaluate_descendants(conn: sqlite3.Connection, pool: ThreadPoolExecutor,
+                            source: Source, verifier: Verifier, writer: _Writer,
+                            verify_fp: str,
+                            repo_refs: dict[str, tuple[dict[str, list[str]],
+                                                       dict[str, str | None]]],
+                            read_current: dict[str, bool]) -> None:
+    """Verify again the ModelKits derived from a base model whose signatures changed in
+    this crawl (or that this crawl recorded first), unless they were read after it with
+    current base-model facts. Their own referrers did not change, so the first pass
+    kept their earlier results; a base signed (or its signature removed) changes their
+    lineage rules. Repeats while re-read kits change in turn (bounded)."""
+    cid = writer.crawl_id
+    done: set[str] = set()
+    changed = set(writer.trust_changed)
+    for _round in range(8):
+        if not changed:
+            break
+        writer.trust_changed = set()
+        todo = []
+        for child in sorted(_children_of(conn, changed) - done):
+            done.add(child)
+            if read_current.get(child):
+                continue
+            row = conn.execute("SELECT repository FROM manifests WHERE digest = ? AND "
+                               "kind = 'modelkit' AND complete = 1", (child,)).fetchone()
+            if row is None or row[0] not in repo_refs:
+                continue   # not crawled this time (another shard or target)
+            repo = row[0]
+            ref_tags, digests = repo_refs[repo]
+            tag = next((t for t, dg in sorted(digests.items()) if dg == child
+                        and not _REFERRER_TAG.match(t)), None)
+            ref = f"{repo}:{tag}" if tag else f"{repo}@{child}"
+            rtags = ref_tags.get(child.split(":", 1)[1], [])
+            todo.append((child, ref, pool.submit(_read_manifest, source, verifier, repo,
+                                                 child, ref, None, rtags, digests)))
+        for child, ref, fut in todo:
+            try:
+                rec: _Record = fut.result()
+            except Exception as err:
+                writer.error(repository=None, reference=ref, digest=child, stage="read",
+                             err=err)
+                continue
+            writer.record(rec, verify_fp, count=False)
+            if rec.kind == "modelkit" and not rec.errors:
+                verifier.note_record(child, rec.outcome)
+            conn.execute(
+                "UPDATE tag_history SET signed = (SELECT signed FROM manifests WHERE "
+                "digest = ?), decision = (SELECT decision FROM manifests WHERE digest = ?) "
+                "WHERE crawl_id = ? AND digest = ?", (child, child, cid, child))
+            writer.stats.reevaluated += 1
+        writer.save_stats()
+        conn.commit()
+        changed = set(writer.trust_changed)
 
 
 def _get_tag(source: Source, repo: str, tag: str) -> tuple[

@@ -21,7 +21,7 @@ import sqlite_utils
 
 from kitaudit.errors import KitauditError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 TEXT, INT, REAL = str, int, float
 
@@ -221,6 +221,7 @@ _ADDED_COLUMNS: list[tuple[int, str, str, type]] = [
     (3, "tag_history", "signed", INT),
     (3, "tag_history", "decision", TEXT),
     (5, "repositories", "target", TEXT),
+    (6, "lineage_edges", "verified", INT),
 ]
 
 # Tables added after version 1: version -> {table: (columns, primary key, foreign keys)}.
@@ -319,6 +320,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (3, "tag_history.signed and tag_history.decision", _add(3)),
     (4, "policy_history table (each rule's status from the crawl it changed in)", _add(4)),
     (5, "repositories.target (the crawl target that last listed it)", _add(5)),
+    (6, "lineage_edges.verified (the base model's signature verified for the child)",
+     _add(6)),
 ]
 
 

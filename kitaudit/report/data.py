@@ -571,7 +571,9 @@ class _Builder:
                 seen.add(key)
                 bases.append({"reference": e["parent_reference"], "digest": e["parent_digest"],
                               "name": e["parent_name"], "source": e["source"],
-                              "depth": e["depth"], "in_scope": e["parent_digest"] in self.kits})
+                              "depth": e["depth"], "in_scope": e["parent_digest"] in self.kits,
+                              "verified": None if e.get("verified") is None
+                              else bool(e["verified"])})
             datasets = [{"name": ds["name"], "path": ds["path"], "license": ds["license"],
                          "layer_digest": ds["layer_digest"], "remote_path": ds["remote_path"],
                          "shared_with": len(users.get(ds["layer_digest"] or
