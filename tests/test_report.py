@@ -762,6 +762,9 @@ def test_base_models_verified_from_the_crawl_and_reevaluated(fx: Fixture) -> Non
             if b["source"] == "kitfile"] == [(d["chat-ft:challenger"], True)]
     assert [(b["digest"], b["verified"]) for b in inv[d["chat-ft:challenger"]]["base_models"]
             if b["source"] == "kitfile"] == [(d["base-llm:v1"], True)]
+    validate_report(fx.reports["second"])
+    inv1 = {k["digest"]: k for k in fx.reports["first"]["inventory"]}
+    assert {b["verified"] for b in inv1[d["assistant:v1"]]["base_models"]} == {False}
     with sqlite3.connect(fx.db) as conn:
         # the assistant was not read for its own sake in crawl 2 (nothing of it changed)
         # but its policy results were renewed there, and its tag history snapshot too

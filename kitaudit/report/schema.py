@@ -107,7 +107,8 @@ REPORT_SCHEMA: dict[str, Any] = {
             "licenses": _STRS, "licenses_source": {"enum": ["mlbom", "kitfile"]},
             "base_models": {"type": "array", "items": _obj({
                 "reference": _OSTR, "digest": {"type": ["string", "null"]},
-                "name": _OSTR, "source": _OSTR, "in_scope": _BOOL}, {"depth": _OINT})},
+                "name": _OSTR, "source": _OSTR, "in_scope": _BOOL},
+                {"depth": _OINT, "verified": {"type": ["boolean", "null"]}})},
             "datasets": {"type": "array", "items": _obj({
                 "name": _OSTR, "path": _OSTR, "license": _OSTR, "layer_digest": _OSTR,
                 "remote_path": _OSTR, "shared_with": _INT})},
