@@ -306,8 +306,11 @@ def clean_path(p: str) -> str:
 
 _REGISTRY_RE = re.compile(
     r"(?:[A-Za-z0-9._~!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?\Z")
+# The distribution grammar's separator is ``[._]|__|-*``; ``-*`` may be empty, which Go's
+# RE2 takes in linear time but which makes Python's backtracking engine exponential on
+# ``aaaa…a!`` (a hostile model.path hung validation). ``-+`` accepts the same language.
 _REPOSITORY_RE = re.compile(
-    r"[a-z0-9]+(?:(?:[._]|__|-*)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-*)[a-z0-9]+)*)*\Z")
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*\Z")
 _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 _DIGEST_RE = re.compile(r"([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)\Z")
 _DIGEST_HEX_LEN = {"sha256": 64, "sha384": 96, "sha512": 128}
