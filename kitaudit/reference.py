@@ -183,14 +183,19 @@ def parse_for_command(text: str, *, default_registry: str = DEFAULT_REGISTRY) ->
 
 
 def is_reference(text: str) -> bool:
-    """True if ``text`` looks like a ModelKit reference (kit's test for ``model.path``).
+    """True if kit treats ``text`` (a Kitfile ``model.path``) as a ModelKit reference: it
+    contains ``:`` or ``@`` and kit's ``ParseReference`` accepts it.
 
-    It must contain ``:`` or ``@`` and parse.
+    This is :func:`kitaudit.kitfile.is_modelkit_reference` (kit-exact, checked against
+    kit's conformance data), not "``parse`` accepts it": kit's acceptance differs from
+    :func:`parse` on purpose in three edge cases. Kit accepts registry names with URL
+    sub-delimiters (``a+b.io/m:v1``) and does not check extra tags (``m:v1,x y``), both
+    of which :func:`parse` refuses; :func:`parse` accepts the ``_`` placeholder
+    repository (``_:v1``, ``localhost/_@sha256:…``, the form it prints for a bare
+    digest), which kit refuses. A leading ``localhost/`` is accepted by both (kit keeps it
+    in the repository, :func:`parse` makes it the registry). A path for which this is
+    true can still fail :func:`parse` with a clear :class:`InvalidReference`.
     """
-    if ":" not in text and "@" not in text:
-        return False
-    try:
-        parse(text)
-    except InvalidReference:
-        return False
-    return True
+    from kitaudit.kitfile import is_modelkit_reference
+
+    return is_modelkit_reference(text)

@@ -136,6 +136,24 @@ def test_is_reference(text: str, expected: bool) -> None:
     assert is_reference(text) is expected
 
 
+@pytest.mark.parametrize("text,kit_accepts,parse_accepts", [
+    ("a+b.io/m:v1", True, False),          # kit: Go URL sub-delimiters in a registry name
+    ("m:v1,x y", True, False),             # kit does not check extra tags
+    ("_:v1", False, True),                 # the "_" placeholder repository is ours
+    ("localhost/_@" + DIGEST, False, True),
+    ("localhost/m:v1", True, True),        # both; only the split differs
+])
+def test_is_reference_is_kits_rule_not_parse(text: str, kit_accepts: bool,
+                                             parse_accepts: bool) -> None:
+    """is_reference is kit's model.path rule; the documented cases where parse differs."""
+    assert is_reference(text) is kit_accepts
+    if parse_accepts:
+        parse(text)
+    else:
+        with pytest.raises(InvalidReference):
+            parse(text)
+
+
 def test_is_digest() -> None:
     assert is_digest(DIGEST)
     assert is_digest("sha512:" + "0" * 128)
