@@ -216,6 +216,48 @@ def test_same_modelkit_in_two_repositories(seeded: Any, tmp_path: Path) -> None:
     assert again.unchanged == 4 and again.modelkits == 4 and again.referrers == 0
 
 
+@pytest.mark.parametrize("referrers_api", [False, True])
+def test_signature_attached_only_to_a_copy_is_seen(seeded: Any, fault_proxy: Any,
+                                                   tmp_path: Path, referrers_api: bool) -> None:
+    """A ModelKit copied to a second repository and signed only there: the crawl reads
+    the referrers of both repositories and verifies their union (fallback tags, and the
+    referrers API through the proxy); an unchanged recrawl reads nothing again and keeps
+    the copy's signature."""
+    from kitaudit.registry.transfer import remote_tag
+
+    reg, _store, digests = seeded
+    host = fault_proxy(reg, referrers_api=True).host if referrers_api else reg.host
+    remote_tag(f"{reg.host}/faults/one:v1", f"{reg.host}/faults/copy:v1", plain_http=True)
+    signer, pub = _keys(tmp_path)
+    opts = VerifyOptions(keys=[str(pub)], require_sbom=False)
+    db = tmp_path / "copy.db"
+    first = crawl(host, db, options=opts, net={"plain_http": True})
+    assert first.errors == 0 and first.modelkits == 4
+
+    def state(path: Path) -> tuple[Any, ...]:
+        conn = sqlite3.connect(path)
+        try:
+            return (conn.execute("SELECT signed, decision FROM manifests WHERE digest=?",
+                                 (digests["one"],)).fetchone(),
+                    conn.execute("SELECT DISTINCT repository FROM referrers WHERE "
+                                 "subject_digest=?", (digests["one"],)).fetchall())
+        finally:
+            conn.close()
+
+    assert state(db) == ((0, "deny"), [])
+    sign_reference(f"{host}/faults/copy:v1", signer, remote=True, plain_http=True)
+    second = crawl(host, db, options=opts, net={"plain_http": True})
+    assert second.errors == 0
+    assert state(db) == ((1, "pass"), [(f"{host}/faults/copy",)])
+    third = crawl(host, db, options=opts, net={"plain_http": True})
+    assert third.unchanged == 4 and third.referrers == 0 and third.errors == 0
+    assert state(db) == ((1, "pass"), [(f"{host}/faults/copy",)])
+    # a cold crawl sees it too
+    fresh = tmp_path / "fresh.db"
+    crawl(host, fresh, options=opts, net={"plain_http": True})
+    assert state(fresh) == ((1, "pass"), [(f"{host}/faults/copy",)])
+
+
 def test_authenticated_registry(make_registry: Any, tmp_path: Path, kit_home: Path) -> None:
     """htpasswd auth: with the stored login the crawl reads everything; without it the
     catalog is refused and the crawl fails with one clear error, recorded as a row."""

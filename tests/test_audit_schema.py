@@ -23,7 +23,8 @@ from kitaudit.errors import KitauditError
 
 TABLES = {"repositories", "tags", "tag_history", "manifests", "layers", "kitfiles",
           "datasets", "referrers", "signatures", "sboms", "lineage_edges",
-          "policy_results", "policy_history", "crawls", "errors", "schema_version"}
+          "policy_results", "policy_history", "referrer_sources", "crawls", "errors",
+          "schema_version"}
 VIEWS = {"unsigned", "lineage", "policy_violations", "dataset_usage", "modelkits",
          "tag_changes", "shared_datasets"}
 

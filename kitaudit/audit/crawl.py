@@ -111,6 +111,8 @@ class _Record:
     sbom_facts: dict[str, Any] | None = None
     sbom_referrer: str | None = None
     referrers_fingerprint: str | None = None
+    # every repository whose referrers were read: repository -> (fingerprint, count)
+    sources: dict[str, tuple[str | None, int]] = field(default_factory=dict)
     outcome: Outcome = field(default_factory=Outcome)
     errors: list[tuple[str, Exception]] = field(default_factory=list)
 
@@ -276,11 +278,16 @@ def _referrers_fingerprint_cheap(source: Source, repo: str, digest: str,
     return _fp(parts)
 
 
+Copy = tuple[str, list[str], dict[str, str | None]]   # repository, referrer tags, tags
+
+
 def _read_manifest(source: Source, verifier: Verifier, repo: str, digest: str,
                    reference: str, fetched: FetchedManifest | None,
-                   ref_tags: list[str], tag_digests: dict[str, str | None]) -> _Record:
+                   ref_tags: list[str], tag_digests: dict[str, str | None],
+                   copies: list[Copy] | None = None) -> _Record:
     """Worker: read everything about one manifest (never raises for content problems;
-    they are recorded in ``errors``)."""
+    they are recorded in ``errors``). ``copies``: other repositories holding the same
+    digest whose referrers count too (their union is verified)."""
     rec = _Record(repository=repo, digest=digest, reference=reference)
     try:
         fm = fetched or source.manifest(repo, digest)
@@ -331,14 +338,21 @@ def _read_manifest(source: Source, verifier: Verifier, repo: str, digest: str,
                            "path": le.path if le else
                            (desc.get("annotations") or {}).get(mt.ANN_FILEPATH)})
     # referrers
-    try:
-        found, rec.referrers_fingerprint = _list_referrers(source, repo, digest, ref_tags,
-                                                           tag_digests)
-    except Exception as err:
-        rec.errors.append(("referrers", err))
-        found = []
+    found: list[tuple[dict[str, Any], bool, str, FetchedManifest | None, str]] = []
+    for where, rtags, tdigests in [(repo, ref_tags, tag_digests), *(copies or [])]:
+        try:
+            listed, fp = _list_referrers(source, where, digest, rtags, tdigests)
+        except Exception as err:
+            rec.errors.append(("referrers", err))
+            continue
+        if where == repo:
+            rec.referrers_fingerprint = fp
+        rec.sources[where] = (fp, len(listed))
+        seen = {d["digest"] for d, *_ in found}
+        found.extend((d, legacy, name, fm_r, where) for d, legacy, name, fm_r in listed
+                     if d["digest"] not in seen)   # the same referrer copied along: once
     bom: dict[str, Any] | None = None
-    for desc, legacy, source_name, fm_ref in found[:MAX_REFERRERS]:
+    for desc, legacy, source_name, fm_ref, from_repo in found[:MAX_REFERRERS]:
         at = desc.get("artifactType")
         wanted = legacy or at in FETCHED_TYPES or not at
         if not verifier.enabled and (legacy or at == mt.SIGSTORE_BUNDLE_V03):
@@ -346,7 +360,8 @@ def _read_manifest(source: Source, verifier: Verifier, repo: str, digest: str,
         doc_r: dict[str, Any] = {}
         if wanted:
             try:
-                doc_r, blobs = _fetch_referrer(source, repo, desc, legacy=legacy, fm=fm_ref)
+                doc_r, blobs = _fetch_referrer(source, from_repo, desc, legacy=legacy,
+                                               fm=fm_ref)
             except Exception as err:
                 rec.errors.append(("referrer", err))
                 continue
@@ -367,7 +382,7 @@ def _read_manifest(source: Source, verifier: Verifier, repo: str, digest: str,
                         break
         if legacy and fm_ref is not None and not doc_r:
             doc_r = fm_ref.data()
-        rec.referrers.append({**_referrer_row(desc, doc_r, source_name, repo),
+        rec.referrers.append({**_referrer_row(desc, doc_r, source_name, from_repo),
                               "_bundle": bool(legacy or (at or doc_r.get("artifactType"))
                                               == mt.SIGSTORE_BUNDLE_V03),
                               "_legacy_kind": (desc.get("tag") or "").rsplit(".", 1)[-1]
@@ -503,6 +518,10 @@ class _Writer:
         self._sbom(rec)
         self._lineage(rec)
         self._policy(rec)
+        c.executemany(
+            "INSERT OR REPLACE INTO referrer_sources (subject_digest, repository, "
+            "fingerprint, referrers, crawl_id) VALUES (?,?,?,?,?)",
+            [(d, r, fp, n, self.crawl_id) for r, (fp, n) in rec.sources.items()])
         if self._signature_state(d) != before:
             self.trust_changed.add(d)
 
@@ -920,6 +939,19 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
     done_repos = {r for (r,) in conn.execute(
         "SELECT name FROM repositories WHERE last_done_crawl = ?", (cid,))}
     verifier.seed(conn)
+    # referrers read per (digest, repository): fingerprint and count, copies included
+    sources: dict[tuple[str, str], tuple[str | None, int]] = {
+        (d, r): (fp, n or 0) for d, r, fp, n in conn.execute(
+            "SELECT subject_digest, repository, fingerprint, referrers FROM referrer_sources")}
+    copies_with_referrers: dict[str, set[str]] = {}
+    for (d, r), (_fp_r, n) in sources.items():
+        if n:
+            copies_with_referrers.setdefault(d, set()).add(r)
+    claimed: dict[str, str] = {}               # digest -> the repository reading it now
+    read_set: set[str] = set()                 # digests read (and written) in this crawl
+    copy_changed: dict[str, set[str]] = {}     # digest -> copies whose referrers to read
+    copy_stale: dict[str, set[str]] = {}       # digest -> copies seen with other options
+    cold_copies: list[str] = []
     # per repository crawled: (referrer tags by subject, tag -> digest), for re-reading
     repo_refs: dict[str, tuple[dict[str, list[str]], dict[str, str | None]]] = {}
     # ModelKits read in this crawl -> whether their base-model lookups were current
@@ -988,13 +1020,15 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
             stats.manifests += 1
             k = known.get(digest)
             if k is not None and not reverify:
-                if k[0] != "modelkit" or (k[3] != st.name and k[2] == verify_fp):
-                    # the same ModelKit in another repository: its referrers are read in
-                    # the repository where it was first recorded
+                if k[0] != "modelkit" or k[3] != st.name:
                     st.unchanged.append(digest)
                     stats.unchanged += 1
                     if k[0] == "modelkit":
                         stats.modelkits += 1
+                        # the same ModelKit in another repository (a copy): its referrers
+                        # there are checked, and read with its home's when they changed
+                        submit("copy", st, digest, _copy_referrers, source, st.name, digest,
+                               rtags, st.digests)
                     else:
                         stats.other_artifacts += 1
                     continue
@@ -1012,9 +1046,24 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
                     stats.unchanged += 1
                     stats.modelkits += 1
                     continue
+            elif claimed.get(digest, st.name) != st.name:
+                # a copy of what another repository reads in this crawl: its referrers
+                # (if it has any) are read with that read's, at the end
+                if not source.has_referrers_api:
+                    has_referrers = bool(rtags)
+                elif source.kind != "registry":     # listed from memory
+                    has_referrers = _copy_referrers(source, st.name, digest, rtags,
+                                                    st.digests)[1] > 0
+                else:
+                    has_referrers = True
+                if has_referrers:
+                    copy_changed.setdefault(digest, set()).add(st.name)
+                cold_copies.append(digest)
+                continue
             elif digest not in recorded:
                 stats.manifests_new += 1
                 recorded.add(digest)
+            claimed.setdefault(digest, st.name)
             submit("read", st, (digest, ref), _read_manifest, source, verifier, st.name,
                    digest, ref, st.fetched.pop(digest, None), rtags, st.digests)
 
@@ -1076,8 +1125,18 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
             else:
                 submit("read", st, (digest, ref), _read_manifest, source, verifier, st.name,
                        digest, ref, st.fetched.pop(digest, None), rtags, st.digests)
+        elif kind == "copy":
+            digest = ctx
+            fp, n = ("?", 1) if err is not None else fut.result()
+            prev = sources.get((digest, st.name))
+            if (prev is None and n > 0) or (prev is not None and (prev[0] != fp or fp == "?")):
+                copy_changed.setdefault(digest, set()).add(st.name)
+            k = known.get(digest)
+            if k is not None and k[2] != verify_fp:
+                copy_stale.setdefault(digest, set()).add(st.name)
         elif kind == "read":
             digest, ref = ctx
+            read_set.add(digest)
             if err is not None:  # a bug, not a content problem: still recorded
                 writer.error(repository=st.name, reference=ref, digest=digest, stage="read",
                              err=err)
@@ -1108,6 +1167,17 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
             kind, st, ctx = pending.pop(fut)
             handle(kind, st, ctx, fut)
             start_more()
+        _read_copies(pool, source, verifier, writer, verify_fp, repo_refs, known,
+                     read_current, read_set, copy_changed, copy_stale,
+                     copies_with_referrers)
+        for digest in cold_copies:
+            kind_seen = known.get(digest, ("error",))[0]
+            if kind_seen == "modelkit":
+                stats.modelkits += 1
+            elif kind_seen != "error":
+                stats.other_artifacts += 1
+        writer.save_stats()
+        conn.commit()
         resolve_lineage(conn)
         if verifier.enabled:
             _reevaluate_descendants(conn, pool, source, verifier, writer, verify_fp,
@@ -1125,6 +1195,79 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
     if progress:
         progress(stats)
     return stats
+
+
+def _copy_referrers(source: Source, repo: str, digest: str, rtags: list[str],
+                    tag_digests: dict[str, str | None]) -> tuple[str | None, int]:
+    """(fingerprint, count) of a copy's referrers in ``repo``: from the referrer tags
+    already resolved (fallback), or listed (referrers API: one request)."""
+    if not source.has_referrers_api:
+        if not rtags:
+            return _fp([]), 0
+        return _referrers_fingerprint_cheap(source, repo, digest, rtags, tag_digests), \
+            len(rtags)
+    found, fp = _list_referrers(source, repo, digest, rtags, tag_digests)
+    return fp, len(found)
+
+
+def _read_copies(pool: ThreadPoolExecutor, source: Source, verifier: Verifier,
+                 writer: _Writer, verify_fp: str,
+                 repo_refs: dict[str, tuple[dict[str, list[str]], dict[str, str | None]]],
+                 known: dict[str, tuple[str, str | None, str | None, str | None]],
+                 read_current: dict[str, bool], read_set: set[str],
+                 copy_changed: dict[str, set[str]], copy_stale: dict[str, set[str]],
+                 copies_with_referrers: dict[str, set[str]]) -> None:
+    """Read again, with the referrers of every repository holding them, the ModelKits
+    whose copies (the same digest in another repository) have referrers of their own
+    that changed, or that were read in this crawl from one repository while a copy has
+    referrers. The union is verified: a signature attached only to a copy counts."""
+    todo = []
+    for digest in sorted(set(copy_changed) | set(copy_stale) | (read_set & set(
+            copies_with_referrers))):
+        k = known.get(digest)
+        if k is None or k[0] != "modelkit":
+            continue
+        needed = set(copy_changed.get(digest, ()))
+        if k[2] != verify_fp:
+            needed |= copy_stale.get(digest, set())
+        if digest in read_set:
+            needed |= copies_with_referrers.get(digest, set())
+        if not needed:
+            continue
+        repos = needed | copies_with_referrers.get(digest, set())
+        home = k[3] if k[3] in repo_refs else next(
+            (r for r in sorted(repos) if r in repo_refs), None)
+        if home is None:
+            continue
+        hexpart = digest.split(":", 1)[1]
+        extra: list[Copy] = []
+        for r in sorted(repos - {home}):
+            if r in repo_refs:
+                ref_tags, digests = repo_refs[r]
+                extra.append((r, ref_tags.get(hexpart, []), digests))
+        if not extra and k[2] == verify_fp:
+            continue
+        ref_tags, digests = repo_refs[home]
+        tag = next((t for t, dg in sorted(digests.items()) if dg == digest
+                    and not _REFERRER_TAG.match(t)), None)
+        ref = f"{home}:{tag}" if tag else f"{home}@{digest}"
+        todo.append((digest, ref, pool.submit(_read_manifest, source, verifier, home, digest,
+                                              ref, None, ref_tags.get(hexpart, []),
+                                              digests, extra)))
+    for digest, ref, fut in todo:
+        try:
+            rec: _Record = fut.result()
+        except Exception as err:
+            writer.error(repository=None, reference=ref, digest=digest, stage="read",
+                         err=err)
+            continue
+        writer.record(rec, verify_fp, count=False)
+        if rec.kind == "modelkit" and verifier.enabled:
+            read_current[digest] = rec.outcome.bases_current and not rec.errors
+            if not rec.errors:
+                verifier.note_record(digest, rec.outcome)
+        if rec.kind != "error" and not rec.errors:
+            known[digest] = (rec.kind, rec.referrers_fingerprint, verify_fp, rec.repository)
 
 
 def _children_of(conn: sqlite3.Connection, parents: set[str]) -> set[str]:

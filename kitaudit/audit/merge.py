@@ -28,6 +28,7 @@ _CRAWL_COLUMNS: dict[str, tuple[str, ...]] = {
     "tag_history": ("crawl_id",),
     "policy_results": ("crawl_id", "changed_crawl"),
     "policy_history": ("crawl_id",),
+    "referrer_sources": ("crawl_id",),
     "errors": ("crawl_id",),
 }
 # copy order (parents before children); how a conflict on the primary key is resolved
@@ -45,6 +46,7 @@ _ORDER: list[tuple[str, str]] = [
     ("lineage_edges", "ignore"),
     ("policy_results", "update"),
     ("policy_history", "ignore"),
+    ("referrer_sources", "ignore"),
     ("errors", "append"),
 ]
 _PK: dict[str, tuple[str, ...]] = {

@@ -21,7 +21,7 @@ import sqlite_utils
 
 from kitaudit.errors import KitauditError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 TEXT, INT, REAL = str, int, float
 
@@ -232,6 +232,11 @@ _ADDED_TABLES: dict[int, dict[str, tuple[dict[str, type], str | tuple[str, ...],
         "status": TEXT, "evaluated_at": TEXT,
     }, ("subject_digest", "policy", "rule", "crawl_id"),
         [("subject_digest", "manifests", "digest"), ("crawl_id", "crawls", "id")])},
+    7: {"referrer_sources": ({
+        "subject_digest": TEXT, "repository": TEXT, "fingerprint": TEXT, "referrers": INT,
+        "crawl_id": INT,
+    }, ("subject_digest", "repository"),
+        [("subject_digest", "manifests", "digest"), ("crawl_id", "crawls", "id")])},
 }
 
 # Indexes added after version 1: (version, table, columns).
@@ -322,6 +327,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (5, "repositories.target (the crawl target that last listed it)", _add(5)),
     (6, "lineage_edges.verified (the base model's signature verified for the child)",
      _add(6)),
+    (7, "referrer_sources table (referrers read per repository of a digest)", _add(7)),
 ]
 
 
