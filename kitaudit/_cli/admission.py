@@ -14,41 +14,15 @@ from typing import Any
 
 import click
 
+from kitaudit._cli._options import remote_net, remote_options
 from kitaudit._cli._output import output_option, print_json
+from kitaudit._cli.verify import trust_options, verify_options_from
 
 
 def _verify_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """The trust and policy flags of ``kitaudit verify``, plus its registry flags."""
+    """The trust and policy flags of ``kitaudit verify``, its registry flags (without
+    --proxy) and the webhook's own."""
     options = [
-        click.option("--key", "keys", multiple=True, type=click.Path(dir_okay=False),
-                     help="Accept signatures made with this public key (cosign.pub); "
-                          "repeatable."),
-        click.option("--certificate-identity",
-                     help="Keyless: the exact certificate identity to accept."),
-        click.option("--certificate-identity-regexp",
-                     help="Keyless: a regular expression the identity must match "
-                          "(anchor it with ^...$)."),
-        click.option("--certificate-oidc-issuer",
-                     help="Keyless: the exact OIDC issuer to accept."),
-        click.option("--certificate-oidc-issuer-regexp",
-                     help="Keyless: a regular expression the OIDC issuer must match."),
-        click.option("--trusted-root", type=click.Path(dir_okay=False),
-                     help="Sigstore trusted_root.json to verify against (no TUF access)."),
-        click.option("--offline", is_flag=True,
-                     help="Never contact Sigstore: --trusted-root or the pinned root."),
-        click.option("--policy", "policies", multiple=True, type=click.Path(dir_okay=False),
-                     help="Policy file (CEL rules); repeatable."),
-        click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
-                     help="Override a policy parameter; repeatable."),
-        click.option("--waivers", type=click.Path(dir_okay=False), help="Waivers file."),
-        click.option("--no-sbom-required", is_flag=True,
-                     help="Do not require a signed, matching ML-BOM (leave it to policies)."),
-        click.option("--plain-http", "--http", "plain_http", is_flag=True, default=None,
-                     help="Use HTTP, not HTTPS, for registries."),
-        click.option("--tls-verify/--no-tls-verify", default=None,
-                     help="Verify registries' TLS certificates (default: on)."),
-        click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True),
-                     default=None, help="CA bundle to trust for registries."),
         click.option("--mode", type=click.Choice(["enforce", "warn"]), default="enforce",
                      show_default=True,
                      help="warn: admit everything, with warnings for what enforce denies."),
@@ -65,27 +39,18 @@ def _verify_options(f: Callable[..., Any]) -> Callable[..., Any]:
     ]
     for option in reversed(options):
         f = option(f)
-    return f
+    return trust_options(remote_options(proxy=False)(f))
 
 
 def _build(kw: dict[str, Any], cache_ttl: float, workers: int, tag_ttl: float = 0.0) -> Any:
     from kitaudit.admission.server import WebhookConfig, build_controller
-    from kitaudit.policy import parse_param_args
-    from kitaudit.verify import VerifyOptions
 
-    options = VerifyOptions(
-        keys=list(kw["keys"]), certificate_identity=kw["certificate_identity"],
-        certificate_identity_regexp=kw["certificate_identity_regexp"],
-        certificate_oidc_issuer=kw["certificate_oidc_issuer"],
-        certificate_oidc_issuer_regexp=kw["certificate_oidc_issuer_regexp"],
-        trusted_root=kw["trusted_root"], offline=kw["offline"],
-        policies=list(kw["policies"]), params=parse_param_args(list(kw["params"])),
-        waivers=kw["waivers"], require_sbom=not kw["no_sbom_required"])
-    net = {k: kw[k] for k in ("plain_http", "tls_verify", "tls_cert") if kw[k] is not None}
+    options = verify_options_from(kw)
     config = WebhookConfig(mode=kw["mode"], failure_policy=kw["failure_policy"],
                            timeout=kw["timeout"], image_patterns=tuple(kw["image_patterns"]),
                            workers=workers, tag_ttl=tag_ttl)
-    return build_controller(options, net=net, config=config, cache_ttl=cache_ttl)
+    return build_controller(options, net=remote_net(kw), config=config,
+                            cache_ttl=cache_ttl)
 
 
 @click.group("admission")

@@ -13,6 +13,7 @@ import sys
 import click
 
 from kitaudit._cli._output import print_json
+from kitaudit._cli.verify import accepted_signer_options
 
 
 @click.command("report")
@@ -115,14 +116,7 @@ def report_cmd(db_path: str, out_dir: str, formats: str, since: str,
 
 @click.command("verify-report")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--key", "keys", multiple=True, type=click.Path(dir_okay=False),
-              help="Accept signatures made with this public key; repeatable.")
-@click.option("--certificate-identity", help="Keyless: the exact certificate identity.")
-@click.option("--certificate-identity-regexp", help="Keyless: identity regular expression.")
-@click.option("--certificate-oidc-issuer", help="Keyless: the exact OIDC issuer.")
-@click.option("--certificate-oidc-issuer-regexp", help="Keyless: issuer regular expression.")
-@click.option("--trusted-root", type=click.Path(dir_okay=False),
-              help="Sigstore trusted_root.json (keyless; else the pinned production root).")
+@accepted_signer_options
 @click.option("--output", "output", type=click.Choice(["table", "json"]), default="table",
               show_default=True, help="Output format.")
 def verify_report_cmd(files: tuple[str, ...], keys: tuple[str, ...],
@@ -131,6 +125,9 @@ def verify_report_cmd(files: tuple[str, ...], keys: tuple[str, ...],
                       certificate_oidc_issuer_regexp: str | None, trusted_root: str | None,
                       output: str) -> None:
     """Verify report FILES against their bundles (FILE.sigstore.json).
+
+    Keyless bundles are checked against --trusted-root, else the pinned production root
+    shipped with kitaudit (never TUF).
 
     Exit codes: 0 every file verified; 1 one did not (changed, wrong signer);
     2 could not check (missing file, bad options).

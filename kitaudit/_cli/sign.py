@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from kitaudit._cli._options import remote_net, remote_options
 from kitaudit._cli._output import emit, output_option, print_table
 
 
@@ -119,16 +120,11 @@ def sign_after(store: Any, ref: str, sign_key: str | None, identity_token: str |
               help="legacy also writes cosign's .sig/.att tags for older verifiers.")
 @click.option("-r", "--remote", is_flag=True,
               help="Sign the ModelKit in the registry even if it is stored locally.")
-@click.option("--plain-http", is_flag=True, default=None, help="Use HTTP, not HTTPS.")
-@click.option("--tls-verify/--no-tls-verify", default=None,
-              help="Verify the registry's TLS certificate (default: on).")
-@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="CA bundle to trust for the registry.")
+@remote_options(proxy=False)
 @output_option()
 def sign_cmd(ref: str, key_file: str | None, identity_token: str | None, staging: bool,
-             trust_config: str | None, signature_format: str, remote: bool,
-             plain_http: bool | None, tls_verify: bool | None, tls_cert: str | None,
-             output: str) -> None:
+             trust_config: str | None, signature_format: str, remote: bool, output: str,
+             **kw: Any) -> None:
     """Sign the ModelKit REF and its ML-BOM, and attach the signatures as cosign does.
 
     Writes two Sigstore bundles (v0.3, DSSE + in-toto): the ModelKit signature
@@ -140,11 +136,9 @@ def sign_cmd(ref: str, key_file: str | None, identity_token: str | None, staging
     from kitaudit.signing.attach import sign_reference
 
     signer = make_signer(key_file, identity_token, staging, trust_config)
-    net = {k: v for k, v in (("plain_http", plain_http), ("tls_verify", tls_verify),
-                             ("tls_cert", tls_cert)) if v is not None}
     try:
         result = sign_reference(ref, signer, remote=remote, signature_format=signature_format,
-                                **net)
+                                **remote_net(kw))
     finally:
         close = getattr(signer, "close", None)
         if callable(close):

@@ -11,9 +11,10 @@ from typing import Any
 
 import click
 
+from kitaudit._cli._options import remote_net, remote_options
 from kitaudit._cli._output import output_option, print_json
 
-_TRUST_OPTIONS = [
+_SIGNER_OPTIONS = [
     click.option("--key", "keys", multiple=True, type=click.Path(dir_okay=False),
                  help="Accept signatures made with this public key (cosign.pub, PEM); "
                       "repeatable."),
@@ -28,6 +29,9 @@ _TRUST_OPTIONS = [
     click.option("--trusted-root", type=click.Path(dir_okay=False),
                  help="Sigstore trusted_root.json (or ClientTrustConfig) to verify against "
                       "(no TUF access)."),
+]
+_TRUST_OPTIONS = [
+    *_SIGNER_OPTIONS,
     click.option("--offline", is_flag=True,
                  help="Never contact Sigstore: use --trusted-root or the pinned production "
                       "root shipped with kitaudit."),
@@ -52,6 +56,15 @@ def trust_options(f: Callable[..., Any]) -> Callable[..., Any]:
     crawler, the webhook): turn the parameters into options with
     :func:`verify_options_from`."""
     for option in reversed(_TRUST_OPTIONS):
+        f = option(f)
+    return f
+
+
+def accepted_signer_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Only the accepted-signer flags of :func:`trust_options` (``--key``, the keyless
+    identity and issuer, ``--trusted-root``), for checking signatures over files
+    (``verify-report``)."""
+    for option in reversed(_SIGNER_OPTIONS):
         f = option(f)
     return f
 
@@ -87,17 +100,9 @@ def verify_options_from(params: dict[str, Any], **extra: Any) -> Any:
               help="Always read REF from its registry (not the local store).")
 @click.option("--local", "where", flag_value="local",
               help="Only look in the local store.")
-@click.option("--plain-http", "--http", "plain_http", is_flag=True, default=None,
-              help="Use HTTP, not HTTPS, for the registry.")
-@click.option("--tls-verify/--no-tls-verify", default=None,
-              help="Verify the registry's TLS certificate (default: on).")
-@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="CA bundle to trust for the registry.")
-@click.option("--proxy", default=None, help="HTTP(S) proxy URL for the registry.")
+@remote_options()
 @output_option()
-def verify_cmd(ref: str, deep: bool, where: str | None, plain_http: bool | None,
-               tls_verify: bool | None, tls_cert: str | None, proxy: str | None,
-               output: str, **trust: Any) -> None:
+def verify_cmd(ref: str, deep: bool, where: str | None, output: str, **kw: Any) -> None:
     """Verify the ModelKit REF: a signature from an accepted signer over its manifest
     digest, a signed ML-BOM that matches it, and the given policies — fail closed.
 
@@ -114,14 +119,12 @@ def verify_cmd(ref: str, deep: bool, where: str | None, plain_http: bool | None,
     from kitaudit.verify.result import VerifyResult
 
     try:
-        opts = verify_options_from(trust, deep=deep)
+        opts = verify_options_from(kw, deep=deep)
     except KitauditError as err:
         result = VerifyResult(reference=ref, problems=[err.message], fix=err.fix or "")
     else:
-        net = {k: v for k, v in (("plain_http", plain_http), ("tls_verify", tls_verify),
-                                 ("tls_cert", tls_cert), ("proxy", proxy)) if v is not None}
         remote = {"remote": True, "local": False}.get(where or "")
-        result = verify(ref, opts, remote=remote, net=net)
+        result = verify(ref, opts, remote=remote, net=remote_net(kw))
     if output == "json":
         print_json(result.to_dict())
     else:
