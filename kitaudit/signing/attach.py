@@ -196,7 +196,7 @@ def _push_legacy(client: Any, repo: str, r: SignedReferrer) -> dict[str, Any]:
     for data in blobs.values():
         client.upload_bytes(repo, data)
     client.put_manifest(repo, r.tag, manifest, mt.OCI_MANIFEST)
-    return {"digest": c.sha256_digest(manifest), "predicateType": r.predicate_type,
+    return {"digest": c.sha256_bytes(manifest), "predicateType": r.predicate_type,
             "format": "legacy", "tag": r.tag, "method": "tag"}
 
 

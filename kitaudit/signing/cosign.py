@@ -12,13 +12,13 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kitaudit.digest import sha256_bytes
 from kitaudit.mediatypes import (
     ANN_BUNDLE_CONTENT,
     ANN_BUNDLE_PREDICATE,
@@ -42,10 +42,6 @@ OCI_IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"
 SIMPLESIGNING_TYPE = "cosign container image signature"
 
 
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def rfc3339(created: datetime | None) -> str:
     """``2026-01-02T03:04:05Z`` (UTC, seconds), as cosign writes the created annotation."""
     when = created or datetime.now(UTC)
@@ -59,7 +55,7 @@ def _dumps(doc: dict[str, Any]) -> bytes:
 
 
 def descriptor(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
-    return {"mediaType": media_type, "size": len(data), "digest": sha256_digest(data), **extra}
+    return {"mediaType": media_type, "size": len(data), "digest": sha256_bytes(data), **extra}
 
 
 def subject_descriptor(desc: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +87,7 @@ class SignedReferrer:
 
     @property
     def manifest_digest(self) -> str:
-        return sha256_digest(self.manifest_bytes)
+        return sha256_bytes(self.manifest_bytes)
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -126,7 +122,7 @@ def bundle_referrer(bundle_bytes: bytes, subject: dict[str, Any], predicate_type
     return SignedReferrer(
         manifest_bytes=manifest, bundle_bytes=bundle_bytes, predicate_type=predicate_type,
         artifact_type=SIGSTORE_BUNDLE_V03,
-        blobs={OCI_EMPTY_DIGEST: OCI_EMPTY_DATA, sha256_digest(bundle_bytes): bundle_bytes})
+        blobs={OCI_EMPTY_DIGEST: OCI_EMPTY_DATA, sha256_bytes(bundle_bytes): bundle_bytes})
 
 
 def is_cosign_bundle_referrer(manifest: dict[str, Any]) -> bool:
@@ -172,7 +168,7 @@ def legacy_manifest(layers: Sequence[tuple[dict[str, Any], bytes | None]]
     config = _legacy_config([d["digest"] for d in descs])
     doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
            "config": descriptor(OCI_IMAGE_CONFIG, config), "layers": descs}
-    blobs = {sha256_digest(config): config}
+    blobs = {sha256_bytes(config): config}
     for d, data in layers:
         if data is not None:
             blobs[d["digest"]] = data

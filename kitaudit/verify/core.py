@@ -25,8 +25,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from kitaudit.digest import sha256_bytes
 from kitaudit.errors import KitauditError, UsageError
-from kitaudit.verify.discover import FetchedReferrer, Subject, check_modelkit_manifest, sha256
+from kitaudit.verify.discover import FetchedReferrer, Subject, check_modelkit_manifest
 from kitaudit.verify.options import CompiledOptions, VerifyOptions, compile_options
 from kitaudit.verify.result import VerifyResult
 
@@ -162,13 +163,13 @@ def _fetched_subject(reference: str | None, digest: str, manifest: dict[str, Any
     raw: bytes | None = None
     if isinstance(manifest, bytes | bytearray):
         raw = bytes(manifest)
-        if sha256(raw) != digest:
+        if sha256_bytes(raw) != digest:
             raise KitauditError(f"the manifest given does not hash to {digest}")
         manifest = json.loads(raw)
         if not isinstance(manifest, dict):
             raise KitauditError(f"manifest {digest} is not a JSON object")
     cfg = (manifest.get("config") or {}).get("digest")
-    if cfg and sha256(config_bytes) != cfg:
+    if cfg and sha256_bytes(config_bytes) != cfg:
         raise KitauditError(f"the config given does not hash to {cfg}")
     text = reference or digest
     check_modelkit_manifest(manifest, text)

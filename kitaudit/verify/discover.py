@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kitaudit import mediatypes as mt
+from kitaudit.digest import sha256_bytes
 from kitaudit.errors import (
     DigestMismatch,
     KitauditError,
@@ -83,10 +84,6 @@ class Subject:
     rehash: Callable[[dict[str, Any]], tuple[str, int]] | None = None
 
 
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def _json(raw: bytes, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(raw)
@@ -141,7 +138,7 @@ def discover_local(store: Any, parsed: Any, text: str,
     if stop_if is not None and stop_if(digest):
         return _stopped(text, parsed, digest, "local")
     raw = store.read_blob(digest)
-    if sha256(raw) != digest:
+    if sha256_bytes(raw) != digest:
         raise StoreError(f"stored manifest {digest} does not hash to its digest",
                          fix="the local store is damaged; pull the ModelKit again")
     manifest = _json(raw, f"manifest {digest}")
@@ -190,7 +187,7 @@ def _local_blob(store: Any, digest: str | None, what: str) -> bytes:
     if not digest:
         raise KitauditError(f"{what} has no digest")
     data: bytes = store.read_blob(digest, max_size=MAX_BLOB)
-    if sha256(data) != digest:
+    if sha256_bytes(data) != digest:
         raise StoreError(f"stored {what} {digest} does not hash to its digest",
                          fix="the local store is damaged; pull the ModelKit again")
     return data
