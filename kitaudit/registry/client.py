@@ -722,13 +722,25 @@ class RegistryClient:
         return digest
 
     # ------------------------------------------------------------------ listings
+    def _pages(self, path: str, *, scope: str, params: dict[str, str] | None = None,
+               headers: dict[str, str] | None = None) -> Iterator[httpx.Response]:
+        """GET ``path``, then every page its ``Link: <…>; rel="next"`` headers name (the
+        first page's ``params`` only; a link seen before ends the walk)."""
+        url = path
+        seen: set[str] = set()
+        while True:
+            resp = self.request("GET", url, scope=scope, params=params, headers=headers)
+            yield resp
+            nxt = _next_link(resp)
+            if not nxt or nxt in seen:
+                return
+            seen.add(nxt)
+            url = urljoin(str(resp.url), nxt)
+            params = None
+
     def _paginate(self, path: str, scope: str, key: str, page: int = 1000) -> list[str]:
         out: list[str] = []
-        url: str | None = path
-        params: dict[str, str] | None = {"n": str(page)}
-        seen: set[str] = set()
-        while url:
-            resp = self.request("GET", url, scope=scope, params=params)
+        for resp in self._pages(path, scope=scope, params={"n": str(page)}):
             if resp.status_code != 200:
                 raise self._fail(resp, f"list {path}")
             try:
@@ -736,12 +748,6 @@ class RegistryClient:
             except ValueError:
                 raise RegistryError(f"{self.registry} sent an invalid {key} list")
             out.extend(str(i) for i in items)
-            nxt = _next_link(resp)
-            if not nxt or nxt in seen:
-                break
-            seen.add(nxt)
-            url = urljoin(str(resp.url), nxt)
-            params = None
         return out
 
     def list_tags(self, repo: str, page_size: int = 1000) -> list[str]:
@@ -760,13 +766,11 @@ class RegistryClient:
         """Descriptors from ``GET /v2/<repo>/referrers/<digest>`` (all pages), or None
         when the registry has no referrers API (404, or not an image index)."""
         out: list[dict[str, Any]] = []
-        url: str | None = f"/v2/{repo}/referrers/{digest}"
-        params = {"artifactType": artifact_type} if artifact_type else None
-        first = True
-        seen: set[str] = set()
-        while url:
-            resp = self.request("GET", url, scope=self.pull_scope(repo), params=params,
-                                headers={"Accept": mt.OCI_INDEX})
+        pages = self._pages(f"/v2/{repo}/referrers/{digest}", scope=self.pull_scope(repo),
+                            params={"artifactType": artifact_type} if artifact_type else None,
+                            headers={"Accept": mt.OCI_INDEX})
+        for page, resp in enumerate(pages):
+            first = page == 0
             if resp.status_code == 404 and first:
                 return None
             if resp.status_code != 200:
@@ -787,13 +791,6 @@ class RegistryClient:
             if not isinstance(manifests, list):
                 raise RegistryError(f"{self.registry}: referrers response is not an index")
             out.extend(m for m in manifests if isinstance(m, dict))
-            first = False
-            nxt = _next_link(resp)
-            if not nxt or nxt in seen:
-                break
-            seen.add(nxt)
-            url = urljoin(str(resp.url), nxt)
-            params = None
         if artifact_type:
             out = [d for d in out if d.get("artifactType") == artifact_type]
         return out
