@@ -1181,7 +1181,7 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
         resolve_lineage(conn)
         if verifier.enabled:
             _reevaluate_descendants(conn, pool, source, verifier, writer, verify_fp,
-                                    repo_refs, read_current)
+                                    repo_refs, read_current, known)
             resolve_lineage(conn)
         status = "complete"
     except BaseException:
@@ -1195,6 +1195,38 @@ def _crawl(source: Source, conn: sqlite3.Connection, verifier: Verifier, *, conc
     if progress:
         progress(stats)
     return stats
+
+
+def _tag_reference(repo: str, digest: str, digests: dict[str, str | None]) -> str:
+    """``repo:tag`` for a tag of ``repo`` pointing at ``digest``, else ``repo@digest``."""
+    tag = next((t for t, dg in sorted(digests.items()) if dg == digest
+                and not _REFERRER_TAG.match(t)), None)
+    return f"{repo}:{tag}" if tag else f"{repo}@{digest}"
+
+
+def _write_rereads(todo: list[tuple[str, str, Future[Any]]], writer: _Writer,
+                   verifier: Verifier, verify_fp: str, read_current: dict[str, bool],
+                   known: dict[str, tuple[str, str | None, str | None, str | None]]
+                   ) -> list[str]:
+    """Write the records of reads made after the main pass (not counted again in the
+    crawl's statistics); returns the digests written."""
+    written = []
+    for digest, ref, fut in todo:
+        try:
+            rec: _Record = fut.result()
+        except Exception as err:
+            writer.error(repository=None, reference=ref, digest=digest, stage="read",
+                         err=err)
+            continue
+        writer.record(rec, verify_fp, count=False)
+        if rec.kind == "modelkit" and verifier.enabled:
+            read_current[digest] = rec.outcome.bases_current and not rec.errors
+            if not rec.errors:
+                verifier.note_record(digest, rec.outcome)
+        if rec.kind != "error" and not rec.errors:
+            known[digest] = (rec.kind, rec.referrers_fingerprint, verify_fp, rec.repository)
+        written.append(digest)
+    return written
 
 
 def _copy_referrers(source: Source, repo: str, digest: str, rtags: list[str],
@@ -1248,26 +1280,11 @@ def _read_copies(pool: ThreadPoolExecutor, source: Source, verifier: Verifier,
         if not extra and k[2] == verify_fp:
             continue
         ref_tags, digests = repo_refs[home]
-        tag = next((t for t, dg in sorted(digests.items()) if dg == digest
-                    and not _REFERRER_TAG.match(t)), None)
-        ref = f"{home}:{tag}" if tag else f"{home}@{digest}"
+        ref = _tag_reference(home, digest, digests)
         todo.append((digest, ref, pool.submit(_read_manifest, source, verifier, home, digest,
                                               ref, None, ref_tags.get(hexpart, []),
                                               digests, extra)))
-    for digest, ref, fut in todo:
-        try:
-            rec: _Record = fut.result()
-        except Exception as err:
-            writer.error(repository=None, reference=ref, digest=digest, stage="read",
-                         err=err)
-            continue
-        writer.record(rec, verify_fp, count=False)
-        if rec.kind == "modelkit" and verifier.enabled:
-            read_current[digest] = rec.outcome.bases_current and not rec.errors
-            if not rec.errors:
-                verifier.note_record(digest, rec.outcome)
-        if rec.kind != "error" and not rec.errors:
-            known[digest] = (rec.kind, rec.referrers_fingerprint, verify_fp, rec.repository)
+    _write_rereads(todo, writer, verifier, verify_fp, read_current, known)
 
 
 def _children_of(conn: sqlite3.Connection, parents: set[str]) -> set[str]:
@@ -1286,7 +1303,9 @@ def _reevaluate_descendants(conn: sqlite3.Connection, pool: ThreadPoolExecutor,
                             verify_fp: str,
                             repo_refs: dict[str, tuple[dict[str, list[str]],
                                                        dict[str, str | None]]],
-                            read_current: dict[str, bool]) -> None:
+                            read_current: dict[str, bool],
+                            known: dict[str, tuple[str, str | None, str | None, str | None]]
+                            ) -> None:
     """Verify again the ModelKits derived from a base model whose signatures changed in
     this crawl (or that this crawl recorded first), unless they were read after it with
     current base-model facts. Their own referrers did not change, so the first pass
@@ -1310,22 +1329,17 @@ def _reevaluate_descendants(conn: sqlite3.Connection, pool: ThreadPoolExecutor,
                 continue   # not crawled this time (another shard or target)
             repo = row[0]
             ref_tags, digests = repo_refs[repo]
-            tag = next((t for t, dg in sorted(digests.items()) if dg == child
-                        and not _REFERRER_TAG.match(t)), None)
-            ref = f"{repo}:{tag}" if tag else f"{repo}@{child}"
-            rtags = ref_tags.get(child.split(":", 1)[1], [])
+            ref = _tag_reference(repo, child, digests)
+            hexpart = child.split(":", 1)[1]
+            copies: list[Copy] = [   # its copies' referrers count too
+                (r, repo_refs[r][0].get(hexpart, []), repo_refs[r][1]) for (r,) in conn.execute(
+                    "SELECT repository FROM referrer_sources WHERE subject_digest = ? AND "
+                    "referrers > 0 AND repository != ? ORDER BY repository", (child, repo))
+                if r in repo_refs]
             todo.append((child, ref, pool.submit(_read_manifest, source, verifier, repo,
-                                                 child, ref, None, rtags, digests)))
-        for child, ref, fut in todo:
-            try:
-                rec: _Record = fut.result()
-            except Exception as err:
-                writer.error(repository=None, reference=ref, digest=child, stage="read",
-                             err=err)
-                continue
-            writer.record(rec, verify_fp, count=False)
-            if rec.kind == "modelkit" and not rec.errors:
-                verifier.note_record(child, rec.outcome)
+                                                 child, ref, None, ref_tags.get(hexpart, []),
+                                                 digests, copies)))
+        for child in _write_rereads(todo, writer, verifier, verify_fp, read_current, known):
             conn.execute(
                 "UPDATE tag_history SET signed = (SELECT signed FROM manifests WHERE "
                 "digest = ?), decision = (SELECT decision FROM manifests WHERE digest = ?) "
