@@ -262,6 +262,25 @@ def test_deep_local_and_corrupt_layer(work, store, alice):
     assert any(f"layer {model} hashes to" in p for p in res.problems)
 
 
+def test_local_corrupt_manifest_or_signature_is_error(work, store, alice):
+    """A damaged local store (manifest or signature bundle blob) cannot be decided."""
+    ref = "localhost/verify/damaged:v1"
+    make_kit(work, store, ref, seed="damaged")
+    sign_local(store, ref, alice.signer)
+    desc, _, _ = store.get_manifest(ref)
+    sig = store.referrers(desc["digest"])[0]
+    bundle = json.loads(store.read_blob(sig["digest"]))["layers"][0]["digest"]
+    for digest in (bundle, desc["digest"]):
+        path = store.blob_path(digest)
+        path.chmod(0o644)
+        data = bytearray(path.read_bytes())
+        data[-2] ^= 1
+        path.write_bytes(bytes(data))
+        res = verify(ref, opts(alice.pub), store=store)
+        assert (res.decision, res.exit_code) == ("error", 2), res.problems
+        assert any(f"stored blob {digest} is corrupt" in p for p in res.problems)
+
+
 def test_waivers_valid_and_expired(work, store, alice):
     ref = "localhost/verify/nolicence:v1"
     make_kit(work, store, ref, dataset_license=False, seed="w")

@@ -27,13 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kitaudit import mediatypes as mt
-from kitaudit.digest import sha256_bytes
 from kitaudit.errors import (
     DigestMismatch,
     KitauditError,
     NotFound,
     RegistryError,
-    StoreError,
     UsageError,
 )
 
@@ -137,10 +135,7 @@ def discover_local(store: Any, parsed: Any, text: str,
     digest = desc["digest"]
     if stop_if is not None and stop_if(digest):
         return _stopped(text, parsed, digest, "local")
-    raw = store.read_blob(digest)
-    if sha256_bytes(raw) != digest:
-        raise StoreError(f"stored manifest {digest} does not hash to its digest",
-                         fix="the local store is damaged; pull the ModelKit again")
+    raw = store.read_blob(digest)  # Store.read_blob checks the digest
     manifest = _json(raw, f"manifest {digest}")
     check_modelkit_manifest(manifest, text)
     config_bytes = _local_blob(store, (manifest.get("config") or {}).get("digest"), "config")
@@ -158,9 +153,10 @@ def discover_local(store: Any, parsed: Any, text: str,
         blobs = {layer["digest"]: _local_blob(store, layer["digest"], "referrer layer")
                  for layer in _needed_layers(man, False) if layer.get("digest")}
         subject.referrers.append(FetchedReferrer(d, man, blobs, False, "referrer"))
+    tags = store.list_tags()
     for suffix in ("sig", "att"):
         tag = legacy_tag(digest, suffix)
-        for refname, ldesc in store.list_tags():
+        for refname, ldesc in tags:
             if not refname.endswith(":" + tag):
                 continue
             man = _json(_local_blob(store, ldesc["digest"], "legacy signature manifest"),
@@ -184,12 +180,11 @@ def discover_local(store: Any, parsed: Any, text: str,
 
 
 def _local_blob(store: Any, digest: str | None, what: str) -> bytes:
+    """A small stored blob; :meth:`kitaudit.store.Store.read_blob` checks its digest
+    (``DigestMismatch`` for a damaged store)."""
     if not digest:
         raise KitauditError(f"{what} has no digest")
     data: bytes = store.read_blob(digest, max_size=MAX_BLOB)
-    if sha256_bytes(data) != digest:
-        raise StoreError(f"stored {what} {digest} does not hash to its digest",
-                         fix="the local store is damaged; pull the ModelKit again")
     return data
 
 
@@ -235,7 +230,7 @@ def discover_remote(client: Any, parsed: Any, text: str, blob_cache: Any = None,
 
     repo = parsed.repository
 
-    def blob(digest: str, what: str) -> bytes:
+    def blob(digest: str) -> bytes:
         if blob_cache is not None and (hit := blob_cache.get(digest)) is not None:
             return bytes(hit)
         data: bytes = client.get_blob_bytes(repo, digest, max_size=MAX_BLOB)  # digest-checked
@@ -259,7 +254,7 @@ def discover_remote(client: Any, parsed: Any, text: str, blob_cache: Any = None,
         for layer in _needed_layers(man, legacy):
             if isinstance(layer.get("digest"), str):
                 try:
-                    out[layer["digest"]] = blob(layer["digest"], "layer")
+                    out[layer["digest"]] = blob(layer["digest"])
                 except (NotFound, DigestMismatch) as err:
                     notes.append(f"{what}: {err}")
         return out
@@ -278,7 +273,7 @@ def discover_remote(client: Any, parsed: Any, text: str, blob_cache: Any = None,
     check_modelkit_manifest(manifest, text)
     config = manifest.get("config") or {}
     pool = _pool()
-    config_future = pool.submit(blob, config["digest"], "config") \
+    config_future = pool.submit(blob, config["digest"]) \
         if config.get("digest") else None
 
     legacy_notes: list[str] = []
