@@ -5,9 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import BinaryIO
 
-from kitaudit.errors import DigestMismatch, KitauditError
+from kitaudit.errors import KitauditError
 
 CHUNK = 1 << 20  # 1 MiB: large enough that hashing releases the GIL, small enough for flat memory
 
@@ -39,19 +38,3 @@ def sha256_file(path: str | Path) -> tuple[str, int]:
             h.update(chunk)
             size += len(chunk)
     return "sha256:" + h.hexdigest(), size
-
-
-def verify_stream(fh: BinaryIO, expected: str, sink=None) -> int:
-    """Read ``fh`` to the end, optionally passing chunks to ``sink``, and check the digest."""
-    h = hashlib.sha256()
-    size = 0
-    while chunk := fh.read(CHUNK):
-        h.update(chunk)
-        size += len(chunk)
-        if sink is not None:
-            sink(chunk)
-    got = "sha256:" + h.hexdigest()
-    if got != expected:
-        raise DigestMismatch(f"content hashes to {got}, expected {expected}",
-                             fix="the blob is corrupt: remove it and fetch it again")
-    return size

@@ -68,9 +68,6 @@ class LayerFilter:
     types: tuple[str, ...]
     targets: tuple[str, ...] = ()
 
-    def wants_type(self, kind: str) -> bool:
-        return _kind_type(kind) in self.types
-
     def matches(self, kind: str, entry: Any = None) -> bool:
         """Does this filter select the entry (``name``/``path`` attributes or keys) of ``kind``?"""
         ftype = _kind_type(kind)

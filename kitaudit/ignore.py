@@ -180,11 +180,6 @@ class IgnoreMatcher:
                                 f"(pattern {number}): {err}", fix=_FIX) from None
         self.has_exclusions = any(p.exclusion for p in self.patterns)
 
-    @property
-    def has_exceptions(self) -> bool:
-        """Alias of ``has_exclusions`` (some ``!`` pattern exists)."""
-        return self.has_exclusions
-
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> IgnoreMatcher:
         """Read a .kitignore file; a missing file means no patterns."""

@@ -153,15 +153,6 @@ def _clean_path(path: str) -> str:
     return clean_path(path or "")
 
 
-def _hex(digest: str | None) -> str | None:
-    if not digest:
-        return None
-    algo, _, value = digest.partition(":")
-    if algo == "sha256" and re.fullmatch(r"[0-9a-f]{64}", value):
-        return value
-    return None
-
-
 def _prop(name: str, value: Any) -> tuple[str, str]:
     return (PROPERTY_PREFIX + name, value if isinstance(value, str) else json.dumps(
         value, sort_keys=True, ensure_ascii=False, separators=(",", ":")))

@@ -401,10 +401,6 @@ class Store:
         out.sort(key=lambda item: item[0])
         return out
 
-    def tags_of(self, digest: str) -> list[str]:
-        return sorted(_ref_name(e) for e in self._read_index()["manifests"]
-                      if e.get("digest") == digest and _ref_name(e))
-
     # ------------------------------------------------------------------ referrers
     def add_referrer(self, manifest_bytes: bytes) -> str:
         """Store a referrer manifest (one with ``subject``) beside its subject."""

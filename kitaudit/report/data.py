@@ -212,7 +212,7 @@ def build_report(db_path: str | Path, *, since: str | Path | None = None,
         report["changes"] = changes
         report["waivers"] = b.waivers_section(waivers)
         report["lineage"] = b.lineage_section()
-        report["charts"] = b.charts_section(baseline)
+        report["charts"] = b.charts_section()
         report["errors"] = b.errors_section()
         report["not_recorded"] = b.not_recorded
         return report
@@ -561,7 +561,7 @@ class _Builder:
             kit = self.kits[d]
             sigs = self._kit_signed(d)
             sbom = self._sbom_state(d)
-            licences, lic_source = self._licences(d, sbom)
+            licences, lic_source = self._licences(d)
             bases = []
             seen: set[str] = set()
             for e in self.edges_of.get(d, []):
@@ -604,7 +604,7 @@ class _Builder:
         return sorted(self.kits, key=lambda d: (self.kits[d]["repository"] or "",
                                                 self.kits[d]["tags"], d))
 
-    def _licences(self, digest: str, sbom: dict[str, Any]) -> tuple[list[str], str]:
+    def _licences(self, digest: str) -> tuple[list[str], str]:
         s = self.sboms.get(digest)
         if s is not None and s["verified"]:
             return sorted(set(_loads(s["licenses"], []))), "mlbom"
@@ -913,7 +913,7 @@ class _Builder:
                                     for k, v in sorted(shared.items()) if len(set(v)) > 1]}
 
     # -------------------------------------------------------------- charts
-    def charts_section(self, baseline: dict[str, Any] | None) -> dict[str, Any]:
+    def charts_section(self) -> dict[str, Any]:
         targets = {cr["target"] for cr in self.current}
         crawls = [cr for cr in self.crawls if cr["target"] in targets
                   and cr["status"] == "complete"]
