@@ -8,7 +8,7 @@ from typing import Any
 
 from kitaudit import mediatypes as mt
 from kitaudit.errors import KitauditError, UsageError
-from kitaudit.modelkit import is_modelkit, load_from_store
+from kitaudit.modelkit import is_modelkit, load_from_store, load_manifest
 
 _REFERRER_TAG = re.compile(r"^sha256-[0-9a-f]{64}(\.[a-z]+)?$")
 
@@ -31,32 +31,38 @@ def list_modelkits(store: Any, repository: str | None = None) -> list[dict[str, 
         ref, _ = reference.parse(repository)
         repo_filter = ref.name
     rows: list[dict[str, Any]] = []
+    facts: dict[str, dict[str, Any]] = {}  # per digest: a ModelKit tagged N times is read once
     for name, desc in store.list_tags(repo_filter):
         repo, tag = name.rsplit(":", 1)
         if _REFERRER_TAG.match(tag):
             continue  # cosign's .sig/.att tags and referrer fallback indexes
-        row: dict[str, Any] = {"repository": repo, "tag": tag, "digest": desc["digest"],
-                               "maintainer": "", "name": "", "size": 0, "modelkit": False}
-        try:
-            _d, manifest, _raw = store.get_manifest(desc["digest"])
-        except KitauditError as err:
-            row["error"] = str(err)
-            rows.append(row)
-            continue
-        row["size"] = sum(int(x.get("size", 0)) for x in
-                          [manifest.get("config") or {}, *(manifest.get("layers") or [])])
-        if is_modelkit(manifest):
-            row["modelkit"] = True
-            try:
-                kit = load_from_store(store, desc["digest"])
-                pkg = kit.kitfile.package
-                if pkg is not None:
-                    row["name"] = pkg.name or ""
-                    row["maintainer"] = ", ".join(pkg.authors or [])
-            except KitauditError as err:
-                row["error"] = str(err)
-        rows.append(row)
+        digest = desc["digest"]
+        if digest not in facts:
+            facts[digest] = _list_facts(store, digest)
+        rows.append({"repository": repo, "tag": tag, "digest": digest, **facts[digest]})
     return rows
+
+
+def _list_facts(store: Any, digest: str) -> dict[str, Any]:
+    """The columns of a ``list`` row that depend on the manifest (read once)."""
+    out: dict[str, Any] = {"maintainer": "", "name": "", "size": 0, "modelkit": False}
+    try:
+        _d, manifest, _raw = store.get_manifest(digest)
+    except KitauditError as err:
+        out["error"] = str(err)
+        return out
+    out["size"] = sum(int(x.get("size", 0)) for x in
+                      [manifest.get("config") or {}, *(manifest.get("layers") or [])])
+    if is_modelkit(manifest):
+        out["modelkit"] = True
+        try:
+            pkg = load_manifest(store, digest, manifest).kitfile.package
+            if pkg is not None:
+                out["name"] = pkg.name or ""
+                out["maintainer"] = ", ".join(pkg.authors or [])
+        except KitauditError as err:
+            out["error"] = str(err)
+    return out
 
 
 def inspect(store: Any, ref: str) -> dict[str, Any]:
@@ -69,13 +75,9 @@ def inspect(store: Any, ref: str) -> dict[str, Any]:
 
 def inspect_remote(ref: str, **net: Any) -> dict[str, Any]:
     """``inspect -r``: the same document, read from the registry."""
-    from kitaudit.modelkit import kitfile_from_config
-    from kitaudit.registry.transfer import remote_config, remote_manifest
+    from kitaudit.registry.transfer import fetch_modelkit
 
-    desc, manifest, _raw = remote_manifest(full_ref(ref), **net)
-    config = b"{}" if (manifest.get("config") or {}).get("mediaType") == \
-        mt.MODELPACK_CONFIG else remote_config(full_ref(ref), **net)
-    kitfile, _fmt = kitfile_from_config(manifest, config)
+    desc, manifest, kitfile = fetch_modelkit(full_ref(ref), **net)
     return {"digest": desc["digest"],
             "cliVersion": (manifest.get("annotations") or {}).get(mt.ANN_CLI_VERSION, ""),
             "kitfile": kitfile.to_dict(), "manifest": manifest}

@@ -97,12 +97,19 @@ def map_layers(manifest: dict[str, Any], kitfile: Any) -> list[LayerEntry]:
 def load_from_store(store: Any, ref: str) -> ModelKit:
     """Read the ModelKit that ``ref`` (full reference or digest) names in the store."""
     desc, manifest, _raw = store.get_manifest(ref)
+    return load_manifest(store, desc["digest"], manifest, name=ref)
+
+
+def load_manifest(store: Any, digest: str, manifest: dict[str, Any], *,
+                  name: str | None = None) -> ModelKit:
+    """The ModelKit of a manifest already read from the store (reads only its config).
+    ``name``: how errors call it (default: the digest)."""
     if manifest.get("mediaType") == mt.OCI_INDEX or "manifests" in manifest:
-        raise StoreError(f"{ref} is an image index, not a ModelKit")
+        raise StoreError(f"{name or digest} is an image index, not a ModelKit")
     config = manifest.get("config") or {}
     config_bytes = store.read_blob(config["digest"]) if config.get("digest") else b"{}"
     kitfile, fmt = kitfile_from_config(manifest, config_bytes)
-    return ModelKit(desc["digest"], manifest, kitfile, config_bytes, fmt)
+    return ModelKit(digest, manifest, kitfile, config_bytes, fmt)
 
 
 def manifest_json(manifest: dict[str, Any]) -> bytes:

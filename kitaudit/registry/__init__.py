@@ -13,6 +13,7 @@ Public API (imported lazily so that ``import kitaudit.registry`` stays cheap)::
     remote_remove(ref, **net) -> digest
     remote_list_tags(repo, **net) -> [(reference, descriptor)]
     fetch_kitfile(ref, **net) -> (digest, Kitfile)
+    fetch_modelkit(ref, **net) -> (descriptor, manifest, Kitfile)
     login(registry, username, password, **net) -> Path ; logout(registry) -> bool
 """
 
@@ -42,6 +43,7 @@ _EXPORTS = {
     "remote_list_repositories": "kitaudit.registry.transfer",
     "resolve_remote": "kitaudit.registry.transfer",
     "fetch_kitfile": "kitaudit.registry.transfer",
+    "fetch_modelkit": "kitaudit.registry.transfer",
     "login": "kitaudit.registry.credentials",
     "logout": "kitaudit.registry.credentials",
 }

@@ -525,6 +525,14 @@ def remote_config(ref: Any, **net: Any) -> bytes:
 
 def fetch_kitfile(ref: Any, **net: Any) -> tuple[str, Any]:
     """(manifest digest, Kitfile) of a remote ModelKit (base-model resolution)."""
+    desc, _manifest, kitfile = fetch_modelkit(ref, **net)
+    return desc["digest"], kitfile
+
+
+def fetch_modelkit(ref: Any, **net: Any) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """(descriptor, parsed manifest, Kitfile) of a remote ModelKit: the manifest and its
+    config read over one connection, the config by the manifest's digest (so both
+    belong together even if the tag moves)."""
     from kitaudit import modelkit
 
     pref = parse_ref(ref)
@@ -532,11 +540,13 @@ def fetch_kitfile(ref: Any, **net: Any) -> tuple[str, Any]:
         man = client.get_manifest(pref.repository, pref.reference)
         doc = man.data
         config = doc.get("config") or {}
-        config_bytes = b"{}"
+        config_bytes = b"{}"  # ModelPack: the Kitfile comes from the manifest
         if config.get("digest") and config.get("mediaType") != mt.MODELPACK_CONFIG:
             config_bytes = client.get_blob_bytes(pref.repository, config["digest"])
+        elif config.get("mediaType") == mt.KIT_CONFIG:
+            raise KitauditError(f"{pref} has no config blob")
     kitfile, _fmt = modelkit.kitfile_from_config(doc, config_bytes)
-    return man.digest, kitfile
+    return man.descriptor(), doc, kitfile
 
 
 def remote_tag(src_ref: Any, dest_ref: Any, **net: Any) -> dict[str, Any]:
