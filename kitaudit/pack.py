@@ -175,8 +175,7 @@ def pack(context: str | Path, *, kitfile_path: str | Path | None = None,
     created = created_timestamp()
     layers: list[PackedLayer] = []
     with store.writing():
-        for kind, entry in entries:
-            path_ = kf.clean_path(entry.path)
+        for (kind, entry), path_ in zip(entries, all_paths, strict=True):
             if on_layer:
                 on_layer(kind, path_)
             annotations = {mt.ANN_FILEPATH: path_}
@@ -213,7 +212,7 @@ def pack(context: str | Path, *, kitfile_path: str | Path | None = None,
             config_type = mt.MODELPACK_CONFIG
             annotations[mt.ANN_KITFILE] = kitfile.to_json()
         else:
-            config_bytes = kitfile.to_json().encode()
+            config_bytes = kitfile.to_config_json()
             manifest["artifactType"] = mt.KIT_ARTIFACT_TYPE
             config_type = mt.KIT_CONFIG
         config_digest = store.put_blob(config_bytes)
@@ -226,19 +225,11 @@ def pack(context: str | Path, *, kitfile_path: str | Path | None = None,
         digest = store.put_manifest(raw, keep=not names)
         result = PackResult(digest, manifest, raw, kitfile, layers, names, ancestors)
         if sbom:
-            result.sbom_digest = _attach_sbom(store, result, sbom_spec, context, model_card)
+            from kitaudit import mlbom
+
+            # built from pack's facts: no layer file is read again
+            result.sbom_digest = mlbom.attach_to_pack(store, result, spec=sbom_spec,
+                                                      context=context, model_card=model_card)
         for name in names:
             store.tag(name, digest)
     return result
-
-
-def _attach_sbom(store: Any, result: PackResult, spec: str, context: Path,
-                 model_card: str | Path | None) -> str | None:
-    """Build the ML-BOM from pack's facts (no file is read again) and store it as a
-    referrer of the manifest. Returns the referrer manifest digest."""
-    try:
-        from kitaudit import mlbom
-    except ImportError:  # pragma: no cover - the ML-BOM module is part of the package
-        return None
-    return mlbom.attach_to_pack(store, result, spec=spec, context=context,
-                                model_card=model_card)
