@@ -513,16 +513,20 @@ class Store:
             return freed
 
     def _reachable(self) -> set[str]:
+        """Hex digests of every blob an index entry reaches. Only manifests and indexes
+        (index entries, an index's ``manifests``) are read; configs and layers are leaves,
+        so GC does not read every small layer in the store."""
         seen: set[str] = set()
-        todo = [e["digest"] for e in self._read_index()["manifests"] if e.get("digest")]
+        todo = [(e["digest"], True) for e in self._read_index()["manifests"]
+                if e.get("digest")]
         while todo:
-            digest = todo.pop()
+            digest, is_manifest = todo.pop()
             hexpart = digest.split(":", 1)[-1]
             if hexpart in seen:
                 continue
             seen.add(hexpart)
             path = self.blobs_dir / hexpart
-            if not path.is_file() or path.stat().st_size > (4 << 20):
+            if not is_manifest or not path.is_file() or path.stat().st_size > (4 << 20):
                 continue
             try:
                 doc = json.loads(path.read_bytes())
@@ -530,11 +534,12 @@ class Store:
                 continue
             if not isinstance(doc, dict):
                 continue
-            children = [doc.get("config"), *(doc.get("layers") or []),
-                        *(doc.get("manifests") or []), *(doc.get("blobs") or [])]
-            for child in children:
+            children = [(c, False) for c in [doc.get("config"), *(doc.get("layers") or []),
+                                             *(doc.get("blobs") or [])]]
+            children += [(c, True) for c in doc.get("manifests") or []]
+            for child, child_is_manifest in children:
                 if isinstance(child, dict) and isinstance(child.get("digest"), str):
-                    todo.append(child["digest"])
+                    todo.append((child["digest"], child_is_manifest))
         return seen
 
 

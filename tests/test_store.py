@@ -100,6 +100,25 @@ def test_tags_resolve_remove_gc(tmp_path):
         store.resolve("localhost/a:v2")
 
 
+def test_gc_reads_manifests_not_layers(tmp_path):
+    """A layer whose content looks like a manifest is a leaf: what it 'names' is not kept
+    alive (GC only follows manifests and indexes); an image index's manifests are."""
+    store = Store(tmp_path)
+    orphan = store.put_blob(b"nobody refers to me")
+    lookalike = json.dumps({"layers": [{"digest": orphan, "size": 19}]}).encode()
+    digest = store.put_manifest(_manifest(store, lookalike), tags=["localhost/a:1"])
+    inner = store.put_blob(b"inner layer")
+    child_raw = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+                            "layers": [{"digest": inner, "size": 11}]}).encode()
+    child = store.put_blob(child_raw)
+    index = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
+        {"mediaType": mt.OCI_MANIFEST, "digest": child, "size": len(child_raw)}]}).encode()
+    store.put_manifest(index, tags=["localhost/i:1"])
+    store.gc()
+    assert store.has_blob(digest) and store.has_blob(child) and store.has_blob(inner)
+    assert not store.has_blob(orphan)
+
+
 def test_remove_force_and_by_digest(tmp_path):
     store = Store(tmp_path)
     digest = store.put_manifest(_manifest(store, b"x"), tags=["localhost/a:1", "localhost/b:2"])
