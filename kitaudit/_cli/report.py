@@ -8,7 +8,9 @@ written or not signed (bad database, bad option, signing failed).
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from typing import Any
 
 import click
 
@@ -76,10 +78,12 @@ def report_cmd(db_path: str, out_dir: str, formats: str, since: str,
     fmts = parse_formats(formats)
     if (key_file or identity_token or staging or trust_config) and not sign:
         raise UsageError("signing options given without --sign", fix="add --sign")
-    from kitaudit._cli.sign import make_signer
+    from kitaudit._cli.sign import signer_session
 
-    signer = make_signer(key_file, identity_token, staging, trust_config) if sign else None
-    try:
+    session: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if sign:
+        session = signer_session(key_file, identity_token, staging, trust_config)
+    with session as signer:
         report = build_report(db_path, since=None if since == "none" else since,
                               policies=list(policies), waivers=waivers,
                               repositories=list(repositories), target=target, title=title)
@@ -89,10 +93,6 @@ def report_cmd(db_path: str, out_dir: str, formats: str, since: str,
             from kitaudit.report.sign import sign_report_files
 
             bundles = sign_report_files(files, signer, report=report)
-    finally:
-        close = getattr(signer, "close", None)
-        if callable(close):
-            close()
     triggered = fail_on_triggered(report, fail_on)
     s = report["summary"]
     if output == "json":

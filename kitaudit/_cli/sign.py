@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -50,6 +52,19 @@ def generate_key_pair_cmd(output_key_prefix: str, force: bool, output: str) -> N
                             f"Public key written to {pub_path}"))
 
 
+@contextlib.contextmanager
+def signer_session(key_file: str | None, identity_token: str | None, staging: bool,
+                   trust_config: str | None) -> Iterator[Any]:
+    """:func:`make_signer`, closed afterwards (a keyless signer holds HTTP sessions)."""
+    signer = make_signer(key_file, identity_token, staging, trust_config)
+    try:
+        yield signer
+    finally:
+        close = getattr(signer, "close", None)
+        if callable(close):
+            close()
+
+
 def make_signer(key_file: str | None, identity_token: str | None, staging: bool,
                 trust_config: str | None) -> Any:
     """A KeySigner for ``--key``, else a KeylessSigner (shared by sign, pack --sign and
@@ -95,13 +110,8 @@ def sign_after(store: Any, ref: str, sign_key: str | None, identity_token: str |
     """Sign a ModelKit just written to the local store; returns the SignResult."""
     from kitaudit.signing.attach import sign_local
 
-    signer = make_signer(sign_key, identity_token, staging, trust_config)
-    try:
+    with signer_session(sign_key, identity_token, staging, trust_config) as signer:
         return sign_local(store, ref, signer)
-    finally:
-        close = getattr(signer, "close", None)
-        if callable(close):
-            close()
 
 
 @click.command("sign")
@@ -135,14 +145,9 @@ def sign_cmd(ref: str, key_file: str | None, identity_token: str | None, staging
     """
     from kitaudit.signing.attach import sign_reference
 
-    signer = make_signer(key_file, identity_token, staging, trust_config)
-    try:
+    with signer_session(key_file, identity_token, staging, trust_config) as signer:
         result = sign_reference(ref, signer, remote=remote, signature_format=signature_format,
                                 **remote_net(kw))
-    finally:
-        close = getattr(signer, "close", None)
-        if callable(close):
-            close()
 
     def human() -> None:
         click.echo(f"Signed {result.reference} ({result.subject}) as {result.signer}",
