@@ -1,8 +1,8 @@
 """The ``kitaudit`` command line: a thin layer over the library.
 
 Each command parses its arguments, calls one library function and prints the result.
-Command groups live in one module per concern (``local``, ``registry``, ``sign``,
-``verify``, ``policy``, ``audit``, ``report``) and register themselves on ``main``.
+Command groups live in one module per concern (see ``_COMMAND_MODULES``) and register
+themselves on ``main``; shared option groups are in ``_options`` and ``_output``.
 Heavy libraries are imported inside commands so that start-up stays fast.
 """
 
