@@ -605,3 +605,7 @@ def test_base_models_are_verified_for_lineage_rules(world: World, tmp_path: Path
             "FROM lineage_edges WHERE source = 'kitfile'").rows}
     assert edges[d["ft:v1"]] == (d["base:v1"], 1)
     assert edges[d["ft2:v1"]] == (d["ft:v1"], 1)
+    tree = queries.lineage(db, d["ft2:v1"])
+    assert tree["ancestors"][0]["verified_for_child"] is True
+    assert queries.sql(db, "SELECT verified FROM lineage WHERE child_digest = ? AND "
+                           "source = 'kitfile'", (d["ft:v1"],)).rows == [{"verified": 1}]

@@ -95,6 +95,8 @@ def test_migrating_a_version_2_database_made_with_the_old_ddl(tmp_path: Path,
     # the history the old columns tell: fail until crawl 2, pass from crawl 2
     assert db.execute("SELECT crawl_id, status FROM policy_history ORDER BY crawl_id"
                       ).fetchall() == [(1, "fail"), (2, "pass")]
+    # the lineage view shows each edge's verdict (v8)
+    assert "verified" in db["lineage"].columns_dict
     # the target of the repository: from the crawl that last listed it
     assert db.execute("SELECT target FROM repositories").fetchall() == [("reg.example",)]
     assert current_version(db) == SCHEMA_VERSION

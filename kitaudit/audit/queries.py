@@ -94,14 +94,19 @@ def _parents(conn: sqlite3.Connection, digest: str) -> list[dict[str, Any]]:
     """Direct base models of ``digest`` (one entry per parent, sources merged)."""
     out: dict[str, dict[str, Any]] = {}
     for r in conn.execute(
-            "SELECT parent_reference, parent_digest, parent_name, source FROM lineage_edges "
+            "SELECT * FROM lineage_edges "
             "WHERE child_digest=? AND relation='base-model' AND depth=1 "
             "ORDER BY source", (digest,)):
         key = r["parent_digest"] or r["parent_reference"]
         entry = out.setdefault(key, {"reference": r["parent_reference"],
                                      "digest": r["parent_digest"],
-                                     "name": r["parent_name"], "sources": []})
+                                     "name": r["parent_name"], "sources": [],
+                                     "verified_for_child": None})
         entry["sources"].append(r["source"])
+        # the base's signature verified for this child's lineage rules (schema v6)
+        verified = r["verified"] if "verified" in r.keys() else None
+        if verified is not None:
+            entry["verified_for_child"] = bool(verified) or bool(entry["verified_for_child"])
         entry["name"] = entry["name"] or r["parent_name"]
     return list(out.values())
 
@@ -113,7 +118,8 @@ def _ancestors(conn: sqlite3.Connection, digest: str, seen: set[str],
         node = {**(_node(conn, p["digest"]) if p["digest"] else
                    {"digest": None, "repository": None, "tags": [], "name": p["name"],
                     "crawled": False}),
-                "reference": p["reference"], "sources": p["sources"], "depth": depth}
+                "reference": p["reference"], "sources": p["sources"], "depth": depth,
+                "verified_for_child": p["verified_for_child"]}
         node["name"] = node.get("name") or p["name"]
         if p["digest"] and p["digest"] not in seen and depth < MAX_DEPTH:
             seen.add(p["digest"])

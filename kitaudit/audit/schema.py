@@ -21,7 +21,7 @@ import sqlite_utils
 
 from kitaudit.errors import KitauditError
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 TEXT, INT, REAL = str, int, float
 
@@ -245,6 +245,22 @@ _ADDED_INDEXES: list[tuple[int, str, list[str]]] = [
     (5, "repositories", ["target"]),
 ]
 
+# Version 8: the ``lineage`` view shows whether each base's signature verified for the
+# child (``lineage_edges.verified``, v6).
+_V8_VIEWS: dict[str, str] = {
+    "lineage": """
+SELECT e.child_digest, c.repository AS child_repository, ck.package_name AS child_name,
+  e.relation, e.parent_reference, e.parent_digest,
+  p.repository AS parent_repository,
+  coalesce(pk.package_name, e.parent_name) AS parent_name,
+  e.source, e.depth, e.resolved_by, e.verified
+FROM lineage_edges e
+JOIN manifests c ON c.digest = e.child_digest
+LEFT JOIN kitfiles ck ON ck.manifest_digest = e.child_digest
+LEFT JOIN manifests p ON p.digest = e.parent_digest
+LEFT JOIN kitfiles pk ON pk.manifest_digest = e.parent_digest""",
+}
+
 _FTS: list[tuple[str, list[str]]] = [
     ("kitfiles", ["package_name", "package_description", "model_name", "model_description"]),
     ("datasets", ["name", "description"]),
@@ -269,6 +285,11 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
 
 def _migrate_2(db: sqlite_utils.Database) -> None:
     for name, sql in _V2_VIEWS.items():
+        db.create_view(name, sql.strip(), replace=True)
+
+
+def _migrate_8(db: sqlite_utils.Database) -> None:
+    for name, sql in _V8_VIEWS.items():
         db.create_view(name, sql.strip(), replace=True)
 
 
@@ -328,6 +349,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite_utils.Database], None]]] = [
     (6, "lineage_edges.verified (the base model's signature verified for the child)",
      _add(6)),
     (7, "referrer_sources table (referrers read per repository of a digest)", _add(7)),
+    (8, "lineage view with lineage_edges.verified", _migrate_8),
 ]
 
 
