@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kitaudit.digest import unique_by_digest
 from kitaudit.errors import KitauditError
 from kitaudit.mediatypes import parse_kit_layer_media_type
 
@@ -82,21 +83,11 @@ def _check(manifest: Any, which: str) -> tuple[str, list[dict[str, Any]], dict[s
     return config["digest"], [dict(x) for x in layers], dict(annotations)
 
 
-def _dedupe(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen: set[str] = set()
-    out = []
-    for layer in layers:
-        if layer["digest"] not in seen:
-            seen.add(layer["digest"])
-            out.append(layer)
-    return out
-
-
 def compare_manifests(a: Mapping[str, Any], b: Mapping[str, Any]) -> ManifestDiff:
     """Compare two manifests (parsed JSON). Digests are compared as strings, never checked."""
     config_a, layers_a, ann_a = _check(a, "A")
     config_b, layers_b, ann_b = _check(b, "B")
-    layers_a, layers_b = _dedupe(layers_a), _dedupe(layers_b)
+    layers_a, layers_b = unique_by_digest(layers_a), unique_by_digest(layers_b)
     digests_a = {x["digest"] for x in layers_a}
     digests_b = {x["digest"] for x in layers_b}
     return ManifestDiff(

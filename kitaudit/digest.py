@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from kitaudit.errors import KitauditError
 
@@ -27,6 +29,17 @@ def check_digest(text: str) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def unique_by_digest(descriptors: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The descriptors in order, each ``digest`` kept once (its first descriptor)."""
+    seen: set[str] = set()
+    out = []
+    for desc in descriptors:
+        if desc["digest"] not in seen:
+            seen.add(desc["digest"])
+            out.append(desc)
+    return out
 
 
 def sha256_file(path: str | Path) -> tuple[str, int]:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kitaudit import mediatypes as mt
+from kitaudit.digest import unique_by_digest
 from kitaudit.errors import KitauditError, NotFound, RegistryError, UsageError
 from kitaudit.registry.client import RegistryClient
 from kitaudit.registry.transport import NetOptions
@@ -267,13 +268,7 @@ def _manifest_blobs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     if isinstance(config, dict) and config.get("digest"):
         out.append(config)
     out.extend(d for d in manifest.get("layers") or [] if isinstance(d, dict))
-    seen: set[str] = set()
-    unique = []
-    for d in out:
-        if d["digest"] not in seen:
-            seen.add(d["digest"])
-            unique.append(d)
-    return unique
+    return unique_by_digest(out)
 
 
 def _push_blobs(client: RegistryClient, store: Any, repo: str, blobs: list[dict[str, Any]],
@@ -435,9 +430,7 @@ def _pull_blobs(client: RegistryClient, store: Any, repo: str, blobs: list[dict[
                 concurrency: int, progress: str) -> list[BlobResult]:
     results: list[BlobResult] = []
     lock = threading.Lock()
-    unique: dict[str, dict[str, Any]] = {}
-    for d in blobs:
-        unique.setdefault(d["digest"], d)
+    unique = unique_by_digest(blobs)
 
     with Progress(progress, title=f"pull {repo}") as prog:
 
@@ -460,8 +453,8 @@ def _pull_blobs(client: RegistryClient, store: Any, repo: str, blobs: list[dict[
                     results.append(BlobResult(digest, size, action))
             return run
 
-        _run_concurrently([job(d) for d in unique.values()], concurrency)
-    order = {d: i for i, d in enumerate(unique)}
+        _run_concurrently([job(d) for d in unique], concurrency)
+    order = {d["digest"]: i for i, d in enumerate(unique)}
     results.sort(key=lambda r: order[r.digest])
     return results
 
