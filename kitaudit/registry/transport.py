@@ -54,7 +54,9 @@ class NetOptions:
 
     @classmethod
     def from_kwargs(cls, **net: Any) -> NetOptions:
-        """Build from keyword arguments, ignoring ``None`` values and unknown-free."""
+        """Build from keyword arguments (``net=NetOptions(...)`` as the base, overridden by
+        the others); ``None`` values are ignored, an unknown name is a
+        :class:`UsageError`."""
         names = {f.name for f in fields(cls)}
         unknown = set(net) - names - {"net"}
         if unknown:
