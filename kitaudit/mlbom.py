@@ -1205,8 +1205,9 @@ def attach_to_pack(store: Any, result: Any, *, spec: str = "1.6",
                    context: str | os.PathLike[str] = ".",
                    model_card: str | os.PathLike[str] | None = None) -> str:
     """Build the ML-BOM from a :class:`kitaudit.pack.PackResult` (pack's single read
-    pass: no file is read again, except the model card) and store it as a referrer of
-    the manifest. Returns the referrer manifest digest."""
+    pass: no layer file is read again; only the model card, and ``.kitignore`` to tell
+    whether the card is packed) and store it as a referrer of the manifest. Returns the
+    referrer manifest digest."""
     from kitaudit import mediatypes as mt
 
     card = context_model_card(result.kitfile, context, model_card)
