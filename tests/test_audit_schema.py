@@ -152,13 +152,17 @@ def test_crawl_takes_the_same_trust_flags_as_verify() -> None:
     """The crawler uses verify's trust options (one declaration, the same flag names)."""
     def flags(name: str) -> set[str]:
         cmd = main.commands[name]
-        return {o for p in cmd.params for o in getattr(p, "opts", [])}
+        return {o for p in cmd.params
+                for o in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]}
 
     trust = {"--key", "--certificate-identity", "--certificate-identity-regexp",
              "--certificate-oidc-issuer", "--certificate-oidc-issuer-regexp",
              "--trusted-root", "--offline", "--staging", "--policy", "--param",
              "--waivers", "--no-sbom-required"}
     assert trust <= flags("verify") and trust <= flags("crawl")
+    remote = {"--plain-http", "--http", "--tls-verify", "--no-tls-verify", "--tls-cert",
+              "--proxy"}
+    assert remote <= flags("crawl")
 
 
 def test_cli_usage_errors(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from kitaudit._cli._options import remote_net, remote_options
 from kitaudit._cli._output import print_json, print_table
 from kitaudit._cli.verify import trust_options, verify_options_from
 
@@ -49,21 +50,13 @@ def _emit_rows(output: str, columns: list[str], rows: list[dict[str, Any]],
 @click.option("--reverify", is_flag=True,
               help="Verify every ModelKit again, even when nothing changed.")
 @trust_options
-@click.option("--plain-http", "--http", "plain_http", is_flag=True, default=None,
-              help="Use HTTP, not HTTPS, for the registry.")
-@click.option("--tls-verify/--no-tls-verify", default=None,
-              help="Verify the registry's TLS certificate (default: on).")
-@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="CA bundle to trust for the registry.")
-@click.option("--proxy", default=None, help="HTTP(S) proxy URL.")
+@remote_options()
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: on a terminal).")
 @click.option("--output", "--format", "output", type=click.Choice(["table", "json"]),
               default="table", show_default=True, help="Output format.")
 def crawl_cmd(target: str, db: str, concurrency: int, shard: str | None, run_id: str | None,
-              reverify: bool, plain_http: bool | None, tls_verify: bool | None,
-              tls_cert: str | None, proxy: str | None, progress: bool | None, output: str,
-              **trust: Any) -> None:
+              reverify: bool, progress: bool | None, output: str, **params: Any) -> None:
     """Crawl TARGET into the audit database: a registry HOST[:PORT][/PREFIX], an OCI
     layout (oci:DIR) or the local store (`local`, the default).
 
@@ -76,16 +69,16 @@ def crawl_cmd(target: str, db: str, concurrency: int, shard: str | None, run_id:
     from kitaudit.errors import UsageError
 
     options = None
-    if trust.get("keys") or trust.get("certificate_identity") or \
-            trust.get("certificate_identity_regexp") or trust.get("certificate_oidc_issuer") \
-            or trust.get("certificate_oidc_issuer_regexp"):
-        options = verify_options_from(trust)
-    elif trust.get("policies") or trust.get("waivers") or trust.get("params"):
+    if params.get("keys") or params.get("certificate_identity") or \
+            params.get("certificate_identity_regexp") or \
+            params.get("certificate_oidc_issuer") or \
+            params.get("certificate_oidc_issuer_regexp"):
+        options = verify_options_from(params)
+    elif params.get("policies") or params.get("waivers") or params.get("params"):
         raise UsageError("--policy needs trust options: policies only see verified facts",
                          fix="add --key cosign.pub or --certificate-identity with "
                              "--certificate-oidc-issuer")
-    net = {k: v for k, v in (("plain_http", plain_http), ("tls_verify", tls_verify),
-                             ("tls_cert", tls_cert), ("proxy", proxy)) if v is not None}
+    net = remote_net(params)
     show = sys.stderr.isatty() if progress is None else progress
     bar: Any = None
     task: Any = None
