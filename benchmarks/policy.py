@@ -12,7 +12,7 @@ Measures, over ``policies/tests/inputs/complete.json``:
 
 If ``common-expression-language`` (``import cel``) happens to be installed, the same rules
 are also timed with it for comparison (it is not a dependency; see
-docs/decisions/policy.md).
+docs/decisions.md).
 """
 
 from __future__ import annotations

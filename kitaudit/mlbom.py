@@ -4,7 +4,7 @@
 (:class:`LayerFacts`: digests and per-file SHA-256 of the model layers) into a
 deterministic CycloneDX JSON document. It never reads model files.
 
-How the document is made (see docs/mlbom.md and docs/decisions/mlbom.md):
+How the document is made (see docs/mlbom.md and docs/decisions.md):
 
 1. cyclonedx-python-lib builds what it models: ``metadata`` (package component with a
    ``pkg:oci`` purl, tool), the model (``machine-learning-model``), parts, datasets

@@ -1,6 +1,6 @@
 """The CEL engine behind one small interface (``cel-expr-python``, Google's cel-cpp).
 
-Why this engine: see ``docs/decisions/policy.md`` (measured: ~5 µs to bind a subject's
+Why this engine: see ``docs/decisions.md`` (measured: ~5 µs to bind a subject's
 document and 2-6 µs per rule, against ~420 µs to bind the same document with
 ``common-expression-language``; and it type-checks at compile time, which gives ``lint``
 "undeclared reference" errors with positions).
