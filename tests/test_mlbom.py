@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -344,20 +343,16 @@ def test_unsupported_spec():
         build_mlbom(kit, manifest_digest=MANIFEST, layers=layers, spec="1.5")
 
 
-def test_build_is_fast_for_1000_files_and_reads_no_file(tmp_path: Path):
+def test_build_for_1000_files_reads_no_file(tmp_path: Path):
+    """Every file of a 1,000-file model layer is in the BOM, built from LayerFacts alone
+    (the paths do not exist). The < 100 ms target is measured by benchmarks/mlbom.py."""
     kit = kf.loads("manifestVersion: 1.0.0\npackage: {name: big}\n"
                    "model: {name: big, path: weights}\n")
     files = [FileFacts(f"weights/shard-{i:04d}.bin", _sha(str(i)), i) for i in range(1000)]
     layers = [LayerFacts("model", "weights", "application/vnd.kitops.modelkit.model.v1.tar",
                          "sha256:" + _sha("big"), "sha256:" + _sha("bigd"), 10, files)]
-    build_mlbom(kit, manifest_digest=MANIFEST, layers=layers)   # warm imports
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        bom = build_mlbom(kit, manifest_digest=MANIFEST, layers=layers,
-                          reference="localhost/big:v1")
-        best = min(best, time.perf_counter() - start)
-    assert best < 0.100, f"building took {best * 1000:.0f} ms"
+    bom = build_mlbom(kit, manifest_digest=MANIFEST, layers=layers,
+                      reference="localhost/big:v1")
     doc = _doc(bom)
     assert len(_by_ref(doc)["model"]["components"]) == 1000
     assert mlbom.facts(doc)["model"]["files"] == 1000
