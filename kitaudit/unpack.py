@@ -98,6 +98,23 @@ def _decompressor(reader: _HashingReader, compression: str) -> Any:
     return reader
 
 
+def _bad_archive_errors() -> tuple[type[BaseException], ...]:
+    """What a malformed layer raises while being read: tar, gzip and zstd format errors
+    (not the OSErrors of writing into the staging directory, which must surface as they are)."""
+    import gzip
+    import zlib
+
+    import zstandard
+
+    return (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, zstandard.ZstdError)
+
+
+def _check_blob_digest(reader: _HashingReader, digest: str) -> None:
+    if reader.digest != digest:
+        raise DigestMismatch(f"layer {digest} is corrupt (hashes to {reader.digest})",
+                             fix="remove the ModelKit and pull it again")
+
+
 def _extract_layer(store: Any, layer: LayerEntry, staging: Path) -> list[tuple[str, bool]]:
     """Extract one layer into ``staging``; return [(relpath, is_dir)] after verifying."""
     digest = layer.descriptor["digest"]
@@ -145,17 +162,12 @@ def _extract_layer(store: Any, layer: LayerEntry, staging: Path) -> list[tuple[s
             while raw.read(CHUNK):  # whatever follows the archive still counts
                 pass
             reader.drain()
-        except (tarfile.TarError, EOFError, OSError) as err:
-            if isinstance(err, OSError) and not str(err):
-                raise
+        except _bad_archive_errors() as err:
+            # Corrupt bytes usually show up as a bad archive first: say which it is.
             reader.drain()
-            if reader.digest != digest:
-                raise DigestMismatch(f"layer {digest} is corrupt (hashes to {reader.digest})",
-                                     fix="remove the ModelKit and pull it again") from None
+            _check_blob_digest(reader, digest)
             raise UnsafeArchive(f"layer {digest[:19]} is not a valid archive: {err}") from None
-    if reader.digest != digest:
-        raise DigestMismatch(f"layer {digest} is corrupt (hashes to {reader.digest})",
-                             fix="remove the ModelKit and pull it again")
+    _check_blob_digest(reader, digest)
     if diff_id and layer.compression != "none" and raw.digest != diff_id:
         raise DigestMismatch(f"layer {digest} uncompresses to {raw.digest}, but the config "
                              f"says {diff_id}")

@@ -143,3 +143,14 @@ def test_safe_relpath_normalises():
     with pytest.raises(UnsafeArchive):
         safe_relpath("a\x00b")
 
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_malformed_compressed_layer_is_a_clear_error(tmp_path, compression):
+    """A blob that matches its digest but is not valid gzip/zstd: one clear error."""
+    store = Store(tmp_path / "store")
+    layer = _layer(store, b"this is not a compressed tar stream" * 20, compression)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    with pytest.raises(UnsafeArchive, match="not a valid archive"):
+        _extract_layer(store, layer, staging)
