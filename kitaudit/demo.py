@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kitaudit.errors import KitauditError
+from kitaudit.errors import KitauditError, NotFound
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO_ROOT / "examples" / "churn-model"
@@ -40,7 +40,7 @@ class DemoResult:
 def _example_dir() -> Path:
     if EXAMPLE.is_dir():
         return EXAMPLE
-    raise FileNotFoundError("examples/churn-model is missing: run the demo from a checkout")
+    raise NotFound(f"{EXAMPLE} is missing", fix="run the demo from a kitaudit checkout")
 
 
 def run_demo(home: str | Path, *, registry: str | None = None, plain_http: bool = False,
@@ -203,10 +203,9 @@ def _remote_resolver(net: dict[str, Any]) -> Callable[[str], tuple[str, Any]]:
 
 
 def _counts(stats: Any) -> str:
-    data = stats.to_dict() if hasattr(stats, "to_dict") else dict(vars(stats))
-    keys = [k for k in ("repositories", "tags", "manifests", "modelkits", "errors")
-            if k in data]
-    return ", ".join(f"{k} {data[k]}" for k in keys) or str(data)
+    data = stats.to_dict()
+    return ", ".join(f"{k} {data[k]}" for k in ("repositories", "tags", "manifests",
+                                                   "modelkits", "errors"))
 
 
 class DemoError(KitauditError):
